@@ -1,0 +1,413 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/livevote/livevote/persistence"
+)
+
+// aggregatorConfig is the configuration of the aggregator actor. It outlives
+// any one incarnation of the actor.
+type aggregatorConfig struct {
+	store        *persistence.Store
+	logger       *slog.Logger
+	shards       []*actor.PID
+	interval     time.Duration
+	roundTimeout time.Duration // how long a round waits for shard totals
+	ioTimeout    time.Duration // bounds one GetResults or PutResults
+	publish      func(Results)
+	cache        *resultsCache
+	rounds       *atomic.Uint64
+	slowSkips    *atomic.Uint64
+	baseCtx      context.Context
+}
+
+// aggPoll is the aggregator's record of one poll.
+type aggPoll struct {
+	info       PollInfo
+	registered bool
+	loaded     bool     // the stored document was read, or none exists
+	doc        *Results // latest stored document, nil before the first
+}
+
+func (p *aggPoll) final() bool {
+	return p.doc != nil && p.doc.Final
+}
+
+// aggregator is the actor that merges shard totals into results documents.
+// Its ticker goroutine gathers the totals and posts each round to it.
+type aggregator struct {
+	cfg    *aggregatorConfig
+	log    *slog.Logger
+	polls  map[string]*aggPoll
+	latest []map[string]pollTotals // per shard, nil until its first ready reply
+
+	tickerStop chan struct{}
+	tickerDone chan struct{}
+}
+
+func newAggregator(cfg *aggregatorConfig) *aggregator {
+	return &aggregator{
+		cfg:    cfg,
+		log:    cfg.logger.With("actor", aggregatorName),
+		polls:  make(map[string]*aggPoll),
+		latest: make([]map[string]pollTotals, len(cfg.shards)),
+	}
+}
+
+// Receive handles one message.
+func (a *aggregator) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		a.startTicker(ctx)
+	case *actor.Stopping, *actor.Restarting:
+		a.stopTicker()
+	case *registerPoll:
+		a.onRegister(msg)
+	case *roundResult:
+		a.onRound(msg)
+	case *finalizeRequest:
+		ctx.Respond(a.onFinalize(msg))
+	}
+}
+
+// startTicker starts the goroutine that gathers totals every interval. The
+// aggregator owns it: stopTicker ends it and waits for it.
+func (a *aggregator) startTicker(ctx actor.Context) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	a.tickerStop, a.tickerDone = stop, done
+	root, self, cfg := ctx.ActorSystem().Root, ctx.Self(), a.cfg
+
+	go func() {
+		defer close(done)
+		runTicker(root, self, cfg, stop)
+	}()
+}
+
+func (a *aggregator) stopTicker() {
+	if a.tickerStop == nil {
+		return
+	}
+
+	close(a.tickerStop)
+	<-a.tickerDone
+	a.tickerStop, a.tickerDone = nil, nil
+}
+
+// runTicker requests the totals of every shard each interval and posts the round
+// to the aggregator, until stop is closed. It touches no aggregator state.
+func runTicker(root *actor.RootContext, self *actor.PID, cfg *aggregatorConfig, stop <-chan struct{}) {
+	ticker := time.NewTicker(cfg.interval)
+	defer ticker.Stop()
+
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ticker.C:
+		}
+
+		round := gatherTotals(root, cfg.shards, cfg.roundTimeout)
+
+		select {
+		case <-stop:
+			return
+		default:
+			root.Send(self, round)
+		}
+	}
+}
+
+// gatherTotals requests the totals of every shard at once and waits at most
+// timeout in all.
+// A shard that does not reply in time is listed in skipped.
+func gatherTotals(root *actor.RootContext, shards []*actor.PID, timeout time.Duration) *roundResult {
+	futures := make([]*actor.Future, len(shards))
+	for i, pid := range shards {
+		futures[i] = root.RequestFuture(pid, &totalsRequest{}, timeout)
+	}
+
+	round := &roundResult{}
+	for i, future := range futures {
+		reply, err := future.Result()
+		totals, ok := reply.(*totalsReply)
+		if err != nil || !ok {
+			round.skipped = append(round.skipped, i)
+			continue
+		}
+		round.replies = append(round.replies, *totals)
+	}
+
+	return round
+}
+
+func (a *aggregator) poll(id string) *aggPoll {
+	p := a.polls[id]
+	if p == nil {
+		p = &aggPoll{info: PollInfo{ID: id}}
+		a.polls[id] = p
+	}
+
+	return p
+}
+
+func (a *aggregator) onRegister(msg *registerPoll) {
+	p := a.poll(msg.info.ID)
+	closed := p.info.Closed || msg.info.Closed
+	p.info = msg.info
+	p.info.Closed = closed
+	p.registered = true
+
+	if p.doc != nil && p.doc.Event != p.info.Event {
+		doc := *p.doc
+		doc.Event = p.info.Event
+		p.doc = &doc
+		a.cfg.cache.put(doc)
+	}
+
+	err := a.ensureLoaded(p)
+	if err != nil {
+		a.log.Warn("loading stored results failed; the poll's documents wait for it", "poll", p.info.ID, "error", err)
+	}
+}
+
+// ensureLoaded reads the poll's stored document once, so that versions
+// continue after a restart. An unreadable document is logged and skipped,
+// and versions then start again at 1.
+func (a *aggregator) ensureLoaded(p *aggPoll) error {
+	if p.loaded {
+		return nil
+	}
+
+	ctx, cancel := context.WithTimeout(a.cfg.baseCtx, a.cfg.ioTimeout)
+	defer cancel()
+
+	data, err := a.cfg.store.GetResults(ctx, p.info.ID)
+	if errors.Is(err, persistence.ErrNotFound) {
+		p.loaded = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("actors: load results of poll %q: %w", p.info.ID, err)
+	}
+
+	var doc Results
+	err = json.Unmarshal(data, &doc)
+	if err != nil {
+		a.log.Error("stored results unreadable; versions start again at 1", "poll", p.info.ID, "error", err)
+		p.loaded = true
+		return nil
+	}
+
+	doc.Poll = p.info.ID
+	doc.Event = p.info.Event
+	p.doc = &doc
+	p.loaded = true
+	a.cfg.cache.put(doc)
+
+	return nil
+}
+
+// onRound keeps each ready shard's totals, merges the latest totals of every
+// shard and stores a document for each registered poll whose totals changed.
+// A shard that missed the round contributes its previous totals, so counts
+// never step back. Nothing is published until every shard has reported once.
+func (a *aggregator) onRound(round *roundResult) {
+	a.cfg.rounds.Add(1)
+	if len(round.skipped) > 0 {
+		a.cfg.slowSkips.Add(uint64(len(round.skipped)))
+		a.log.Warn("shards missed the results round; their previous totals are used", "shards", round.skipped,
+			"timeout", a.cfg.roundTimeout)
+	}
+
+	for _, reply := range round.replies {
+		if reply.ready {
+			a.latest[reply.shard] = reply.polls
+		}
+	}
+	for _, polls := range a.latest {
+		if polls == nil {
+			return
+		}
+	}
+
+	merged := mergeTotals(a.latest)
+	for id, p := range a.polls {
+		if !p.registered || p.final() {
+			continue
+		}
+
+		err := a.publishIfChanged(p, merged[id])
+		if err != nil {
+			a.log.Warn("results not published; retrying next round", "poll", id, "error", err)
+		}
+	}
+}
+
+// mergeTotals sums the totals of every shard per poll.
+func mergeTotals(perShard []map[string]pollTotals) map[string]pollTotals {
+	merged := make(map[string]pollTotals)
+	for _, polls := range perShard {
+		for id, t := range polls {
+			merged[id] = addTotals(merged[id], t)
+		}
+	}
+
+	return merged
+}
+
+func addTotals(sum, t pollTotals) pollTotals {
+	if sum.Counts == nil {
+		sum.Counts = make(map[string]int64, len(t.Counts))
+	}
+	for option, n := range t.Counts {
+		sum.Counts[option] += n
+	}
+	sum.TotalVotes += t.TotalVotes
+	sum.Voters += t.Voters
+	sum.Closed = sum.Closed || t.Closed
+
+	return sum
+}
+
+func (a *aggregator) publishIfChanged(p *aggPoll, t pollTotals) error {
+	err := a.ensureLoaded(p)
+	if err != nil {
+		return err
+	}
+
+	doc := a.build(p, t, false)
+	if p.doc != nil && sameTotals(*p.doc, doc) {
+		return nil
+	}
+
+	return a.store(p, doc)
+}
+
+// build makes the next document of p from merged totals, with a zero count
+// for every registered option and the version after the latest one.
+func (a *aggregator) build(p *aggPoll, t pollTotals, final bool) Results {
+	counts := make(map[string]int64, len(p.info.Options)+len(t.Counts))
+	for _, option := range p.info.Options {
+		counts[option] = 0
+	}
+	for option, n := range t.Counts {
+		counts[option] += n
+	}
+
+	version := uint64(1)
+	if p.doc != nil {
+		version = p.doc.Version + 1
+	}
+
+	return Results{
+		Poll:       p.info.ID,
+		Event:      p.info.Event,
+		Counts:     counts,
+		TotalVotes: t.TotalVotes,
+		Voters:     t.Voters,
+		Version:    version,
+		Final:      final,
+		UpdatedAt:  time.Now().UTC(),
+	}
+}
+
+func sameTotals(a, b Results) bool {
+	return a.TotalVotes == b.TotalVotes && a.Voters == b.Voters && maps.Equal(a.Counts, b.Counts)
+}
+
+// store writes doc with PutResults and, only once it is stored, makes it the
+// poll's latest document and publishes it. A failed write publishes nothing,
+// so a version that clients saw is always stored.
+func (a *aggregator) store(p *aggPoll, doc Results) error {
+	data, err := json.Marshal(doc)
+	if err != nil {
+		return fmt.Errorf("actors: encode results of poll %q: %w", doc.Poll, err)
+	}
+
+	ctx, cancel := context.WithTimeout(a.cfg.baseCtx, a.cfg.ioTimeout)
+	defer cancel()
+
+	err = a.cfg.store.PutResults(ctx, doc.Poll, data)
+	if err != nil {
+		return fmt.Errorf("actors: store results of poll %q version %d: %w", doc.Poll, doc.Version, err)
+	}
+
+	p.doc = &doc
+	a.cfg.cache.put(doc)
+	if a.cfg.publish != nil {
+		a.cfg.publish(doc)
+	}
+
+	return nil
+}
+
+// onFinalize stores and publishes the final document of a poll from the
+// barrier totals of every shard. A poll that already has a final document
+// with the same totals keeps it.
+func (a *aggregator) onFinalize(req *finalizeRequest) *finalizeReply {
+	p := a.poll(req.poll)
+	p.info.Closed = true
+
+	err := a.ensureLoaded(p)
+	if err != nil {
+		return &finalizeReply{err: err}
+	}
+
+	var sum pollTotals
+	for _, t := range req.totals {
+		sum = addTotals(sum, t)
+	}
+
+	doc := a.build(p, sum, true)
+	if p.final() && sameTotals(*p.doc, doc) {
+		return &finalizeReply{results: *p.doc}
+	}
+
+	err = a.store(p, doc)
+	if err != nil {
+		return &finalizeReply{err: err}
+	}
+	a.log.Info("poll closed; final results stored", "poll", doc.Poll, "version", doc.Version,
+		"voters", doc.Voters, "total_votes", doc.TotalVotes)
+
+	return &finalizeReply{results: doc}
+}
+
+// resultsCache holds the latest document of every poll for Results. The
+// aggregator replaces documents and never modifies one it has stored.
+type resultsCache struct {
+	mu   sync.RWMutex
+	docs map[string]Results
+}
+
+func newResultsCache() *resultsCache {
+	return &resultsCache{docs: make(map[string]Results)}
+}
+
+func (c *resultsCache) put(doc Results) {
+	c.mu.Lock()
+	c.docs[doc.Poll] = doc
+	c.mu.Unlock()
+}
+
+// get returns a copy of the document, so callers may modify its counts.
+func (c *resultsCache) get(poll string) (Results, bool) {
+	c.mu.RLock()
+	doc, ok := c.docs[poll]
+	c.mu.RUnlock()
+
+	doc.Counts = maps.Clone(doc.Counts)
+
+	return doc, ok
+}

@@ -1,0 +1,381 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/livevote/livevote/actors"
+)
+
+// Default limits of a Hub; a zero Config field takes these.
+const (
+	// DefaultVoteRate is the steady vote rate allowed per session, in votes per second.
+	DefaultVoteRate = 5
+	// DefaultVoteBurst is how many votes a session may send at once before DefaultVoteRate applies.
+	DefaultVoteBurst = 20
+	// DefaultMaxSessionsTracked bounds the per-session rate limiter's memory, in sessions.
+	DefaultMaxSessionsTracked = 1_000_000
+	// DefaultVoteTimeout bounds the wait for a shard's answer. A vote that exceeds it is
+	// answered overloaded, and a retry with the same vote id is safe.
+	DefaultVoteTimeout = 10 * time.Second
+)
+
+// ErrDraining is returned by Hub methods that start new work once Drain has been called.
+var ErrDraining = errors.New("hub: draining")
+
+// Shards is the part of the actor system a Hub needs: it routes votes, closes polls
+// and reads results. *actors.System implements it.
+type Shards interface {
+	Vote(ctx context.Context, shard int, v actors.Vote) (actors.Ack, error)
+	RegisterPoll(p actors.PollInfo)
+	ClosePoll(ctx context.Context, poll string) (actors.Results, error)
+	Results(poll string) (actors.Results, bool)
+}
+
+// Config holds what a Hub is built from. Registry, Sessions, Ring and Shards are required.
+type Config struct {
+	Registry *Registry
+	Sessions *Sessions
+	Ring     *Ring
+	Shards   Shards
+	Metrics  *Metrics // nil records nothing
+	Logger   *slog.Logger
+
+	VoteRate           float64       // votes per second per session; zero = DefaultVoteRate
+	VoteBurst          int           // zero = DefaultVoteBurst
+	MaxSessionsTracked int           // zero = DefaultMaxSessionsTracked
+	VoteTimeout        time.Duration // zero = DefaultVoteTimeout
+}
+
+// VoteRequest is one vote as a client sends it, over HTTP or WebSocket.
+type VoteRequest struct {
+	VoteID  string
+	Poll    string
+	Options []string
+}
+
+// VoteResult is the answer to an accepted or replayed vote. Rejections are *Error values.
+type VoteResult struct {
+	VoteID  string          `json:"vote_id"`
+	Status  string          `json:"status"` // "accepted" or "duplicate"
+	Receipt *actors.Receipt `json:"receipt,omitempty"`
+}
+
+// Hub ties sessions, events and polls, rate limits and the ring to the shard actors, and
+// fans results and poll changes out to subscribed clients.
+type Hub struct {
+	registry *Registry
+	sessions *Sessions
+	ring     *Ring
+	shards   Shards
+	limiter  *RateLimiter
+	metrics  *Metrics
+	logger   *slog.Logger
+	timeout  time.Duration
+	draining atomic.Bool
+
+	voteRate  float64
+	voteBurst int
+
+	// mu guards subscribers. Broadcasts hold it for reading only.
+	mu          sync.RWMutex
+	subscribers map[string]map[Subscriber]struct{} // event id -> set
+}
+
+// Subscriber receives pre-encoded frames for one event. Enqueue must not block: a
+// subscriber whose queue is full drops itself (closing its socket) and returns false.
+type Subscriber interface {
+	Enqueue(frame []byte) bool
+}
+
+// New builds a Hub and registers every stored poll with the shard actors.
+func New(cfg Config) (*Hub, error) {
+	if cfg.Registry == nil || cfg.Sessions == nil || cfg.Ring == nil || cfg.Shards == nil {
+		return nil, errors.New("hub: Registry, Sessions, Ring and Shards are required")
+	}
+	rate, burst, maxKeys := cfg.VoteRate, cfg.VoteBurst, cfg.MaxSessionsTracked
+	if rate == 0 {
+		rate = DefaultVoteRate
+	}
+	if burst == 0 {
+		burst = DefaultVoteBurst
+	}
+	if maxKeys == 0 {
+		maxKeys = DefaultMaxSessionsTracked
+	}
+	timeout := cfg.VoteTimeout
+	if timeout == 0 {
+		timeout = DefaultVoteTimeout
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+
+	h := &Hub{
+		registry:    cfg.Registry,
+		sessions:    cfg.Sessions,
+		ring:        cfg.Ring,
+		shards:      cfg.Shards,
+		limiter:     NewRateLimiter(rate, burst, maxKeys),
+		metrics:     cfg.Metrics,
+		logger:      logger,
+		timeout:     timeout,
+		voteRate:    rate,
+		voteBurst:   burst,
+		subscribers: make(map[string]map[Subscriber]struct{}),
+	}
+	for _, p := range h.registry.Polls() {
+		h.shards.RegisterPoll(pollInfo(p))
+	}
+	return h, nil
+}
+
+// Registry returns the events and polls the hub serves.
+func (h *Hub) Registry() *Registry { return h.registry }
+
+// Sessions returns the voter session signer.
+func (h *Hub) Sessions() *Sessions { return h.sessions }
+
+// Drain makes every later Vote answer overloaded, so that shutdown can finish the votes
+// already in flight without taking new ones.
+func (h *Hub) Drain() { h.draining.Store(true) }
+
+// Vote checks a vote, sends it to the shard that owns the voter and waits until the vote
+// is durable or refused. Refusals are *Error values with a wire code.
+func (h *Hub) Vote(ctx context.Context, sessionID string, req VoteRequest) (VoteResult, error) {
+	start := time.Now()
+	result, err := h.vote(ctx, sessionID, req)
+	h.metrics.observeVote(result, err, time.Since(start))
+	if e := AsError(err); e != nil && e.Code == CodeOverloaded {
+		h.logger.Warn("vote not acknowledged", "poll", req.Poll, "vote_id", req.VoteID, "error", e.Message)
+	}
+	return result, err
+}
+
+func (h *Hub) vote(ctx context.Context, sessionID string, req VoteRequest) (VoteResult, error) {
+	if h.draining.Load() {
+		return VoteResult{}, overloaded("the server is shutting down")
+	}
+	if _, err := uuid.Parse(req.VoteID); err != nil || len(req.VoteID) != 36 {
+		return VoteResult{}, Errorf(CodeInvalidMessage, "vote_id %q is not a UUID: send a UUID such as crypto.randomUUID() and reuse it when you retry", truncate(req.VoteID, 64))
+	}
+	if ok, retry := h.limiter.Allow(sessionID, time.Now()); !ok {
+		e := Errorf(CodeRateLimited, "too many votes from this session: at most %d at once and %g per second; retry in %s", h.voteBurst, h.voteRate, retry.Round(time.Millisecond))
+		e.RetryAfter = retry
+		return VoteResult{}, e
+	}
+	poll, err := h.registry.CheckVote(req.Poll, req.Options)
+	if err != nil {
+		return VoteResult{}, err
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	shard := h.ring.Shard(sessionID)
+	ack, err := h.shards.Vote(ctx, shard, actors.Vote{
+		VoteID:      req.VoteID,
+		Poll:        poll.ID,
+		Voter:       sessionID,
+		Options:     req.Options,
+		AllowChange: poll.AllowChange,
+	})
+	if err != nil {
+		h.logger.Error("shard vote failed", "shard", shard, "poll", poll.ID, "vote_id", req.VoteID, "error", err)
+		return VoteResult{}, overloaded("shard %d did not answer", shard)
+	}
+	return ackResult(req, poll, ack)
+}
+
+func ackResult(req VoteRequest, poll Poll, ack actors.Ack) (VoteResult, error) {
+	receipt := ack.Receipt
+	switch ack.Outcome {
+	case actors.OutcomeAccepted:
+		return VoteResult{VoteID: req.VoteID, Status: "accepted", Receipt: &receipt}, nil
+	case actors.OutcomeDuplicate:
+		return VoteResult{VoteID: req.VoteID, Status: "duplicate", Receipt: &receipt}, nil
+	case actors.OutcomeAlreadyVoted:
+		return VoteResult{}, Errorf(CodeAlreadyVoted, "this session has already voted in poll %s and the poll does not allow changing a vote", poll.ID)
+	case actors.OutcomePollClosed:
+		return VoteResult{}, Errorf(CodePollClosed, "poll %s is closed", poll.ID)
+	default:
+		return VoteResult{}, overloaded("the vote could not be stored yet")
+	}
+}
+
+// overloadedRetry is the Retry-After hint sent with overloaded answers.
+const overloadedRetry = time.Second
+
+func overloaded(format string, args ...any) *Error {
+	e := Errorf(CodeOverloaded, format+"; retry with the same vote_id", args...)
+	e.RetryAfter = overloadedRetry
+	return e
+}
+
+// CreatePoll creates a draft poll in an event and tells subscribers.
+func (h *Hub) CreatePoll(ctx context.Context, eventID string, p NewPoll) (Poll, error) {
+	poll, err := h.registry.CreatePoll(ctx, eventID, p)
+	if err != nil {
+		return Poll{}, err
+	}
+	h.shards.RegisterPoll(pollInfo(poll))
+	h.broadcastPoll(poll)
+	h.logger.Info("poll created", "event", eventID, "poll", poll.ID, "options", len(poll.Options))
+	return poll, nil
+}
+
+// OpenPoll opens a poll for votes and tells subscribers.
+func (h *Hub) OpenPoll(ctx context.Context, pollID string) (Poll, error) {
+	poll, err := h.registry.OpenPoll(ctx, pollID)
+	if err != nil {
+		return Poll{}, err
+	}
+	h.broadcastPoll(poll)
+	h.logger.Info("poll opened", "event", poll.Event, "poll", poll.ID)
+	return poll, nil
+}
+
+// ClosePoll closes a poll: the registry refuses new votes at once, every shard finishes
+// the votes it holds for the poll, and the final results document goes out before this
+// returns.
+func (h *Hub) ClosePoll(ctx context.Context, pollID string) (Poll, error) {
+	poll, err := h.registry.ClosePoll(ctx, pollID)
+	if err != nil {
+		return Poll{}, err
+	}
+	h.shards.RegisterPoll(pollInfo(poll))
+	h.broadcastPoll(poll)
+	if _, err := h.shards.ClosePoll(ctx, poll.ID); err != nil {
+		h.logger.Error("close barrier failed", "poll", poll.ID, "error", err)
+		return Poll{}, overloaded("poll %s is closed but its final results are not ready", poll.ID)
+	}
+	h.logger.Info("poll closed", "event", poll.Event, "poll", poll.ID)
+	return poll, nil
+}
+
+// Results returns the latest results document of a poll. A poll with no votes yet gets
+// a document with zero counts and version 0.
+func (h *Hub) Results(pollID string) (actors.Results, error) {
+	poll, err := h.registry.Poll(pollID)
+	if err != nil {
+		return actors.Results{}, err
+	}
+	if doc, ok := h.shards.Results(pollID); ok {
+		return doc, nil
+	}
+	return emptyResults(poll), nil
+}
+
+// EventResults returns the latest document of every poll in an event, in poll order.
+func (h *Hub) EventResults(ev Event) []actors.Results {
+	docs := make([]actors.Results, 0, len(ev.Polls))
+	for _, p := range ev.Polls {
+		if doc, ok := h.shards.Results(p.ID); ok {
+			docs = append(docs, doc)
+		} else {
+			docs = append(docs, emptyResults(p))
+		}
+	}
+	return docs
+}
+
+func emptyResults(p Poll) actors.Results {
+	counts := make(map[string]int64, len(p.Options))
+	for _, o := range p.Options {
+		counts[o.ID] = 0
+	}
+	return actors.Results{Poll: p.ID, Event: p.Event, Counts: counts, Final: p.State == PollClosed, UpdatedAt: p.CreatedAt}
+}
+
+// Subscribe adds s to the fan-out of an event and returns the function that removes it.
+func (h *Hub) Subscribe(eventID string, s Subscriber) (unsubscribe func()) {
+	h.mu.Lock()
+	set := h.subscribers[eventID]
+	if set == nil {
+		set = make(map[Subscriber]struct{})
+		h.subscribers[eventID] = set
+	}
+	set[s] = struct{}{}
+	h.mu.Unlock()
+
+	return func() {
+		h.mu.Lock()
+		delete(h.subscribers[eventID], s)
+		if len(h.subscribers[eventID]) == 0 {
+			delete(h.subscribers, eventID)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// Publish fans a results document out to every subscriber of its event. The aggregator
+// calls it; the frame is encoded once for all sockets.
+func (h *Hub) Publish(doc actors.Results) {
+	frame, err := EncodeResultsFrame(doc)
+	if err != nil {
+		h.logger.Error("encode results failed", "poll", doc.Poll, "error", err)
+		return
+	}
+	h.broadcast(doc.Event, frame)
+}
+
+func (h *Hub) broadcastPoll(p Poll) {
+	frame, err := json.Marshal(struct {
+		Type string `json:"type"`
+		Poll Poll   `json:"poll"`
+	}{"poll", p})
+	if err != nil {
+		h.logger.Error("encode poll failed", "poll", p.ID, "error", err)
+		return
+	}
+	h.broadcast(p.Event, frame)
+}
+
+// broadcast hands frame to every subscriber of the event without blocking on any of them.
+func (h *Hub) broadcast(eventID string, frame []byte) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+
+	dropped := 0
+	for s := range h.subscribers[eventID] {
+		if !s.Enqueue(frame) {
+			dropped++
+		}
+	}
+	h.metrics.observeBroadcast(len(h.subscribers[eventID]), dropped)
+}
+
+// EncodeResultsFrame encodes a results document as the WebSocket "results" message.
+func EncodeResultsFrame(doc actors.Results) ([]byte, error) {
+	body, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("hub: encode results of poll %s: %w", doc.Poll, err)
+	}
+	frame := make([]byte, 0, len(body)+17)
+	frame = append(frame, `{"type":"results",`...)
+	frame = append(frame, body[1:]...)
+	return frame, nil
+}
+
+func pollInfo(p Poll) actors.PollInfo {
+	ids := make([]string, len(p.Options))
+	for i, o := range p.Options {
+		ids[i] = o.ID
+	}
+	return actors.PollInfo{ID: p.ID, Event: p.Event, Options: ids, Closed: p.State == PollClosed}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

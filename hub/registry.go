@@ -1,0 +1,429 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Catalog stores the registry's events and polls as JSON values under keys of
+// the form "event.<id>" and "poll.<id>". The persistence layer implements it
+// with durable storage.
+type Catalog interface {
+	// PutCatalog stores value under key, replacing any earlier value, and
+	// returns once the value is durable.
+	PutCatalog(ctx context.Context, key string, value []byte) error
+	// ListCatalog returns every key that starts with prefix, with its value.
+	ListCatalog(ctx context.Context, prefix string) (map[string][]byte, error)
+}
+
+// Catalog key prefixes of the registry's records.
+const (
+	eventKeyPrefix = "event."
+	pollKeyPrefix  = "poll."
+)
+
+// maxJoinCodeAttempts bounds the draws of a fresh join code when the first
+// ones are taken. With 729 million codes, ten collisions in a row mean the code
+// space is nearly full.
+const maxJoinCodeAttempts = 10
+
+var (
+	// ErrCatalog wraps a failure to read or write the Catalog, or a stored
+	// record that Load cannot use. A change whose write failed is not applied
+	// in memory, though a write that failed only in its acknowledgement (a
+	// timeout) may still be in the catalog after a restart.
+	ErrCatalog = errors.New("hub: catalog access failed")
+	// ErrJoinCodesExhausted reports that no unused join code was found.
+	ErrJoinCodesExhausted = errors.New("hub: no unused join code found")
+)
+
+// storedEvent is an event as the catalog holds it. Only the SHA-256 of the
+// presenter token is stored.
+type storedEvent struct {
+	ID        string    `json:"id"`
+	Code      string    `json:"code"`
+	Title     string    `json:"title"`
+	CreatedAt time.Time `json:"created_at"`
+	TokenHash string    `json:"presenter_token_sha256"`
+}
+
+// Registry holds the events and polls in memory and writes each change through
+// to a Catalog before it becomes visible, so a Registry built with Load after a
+// restart has the same state. Registry is safe for concurrent use. Changes run
+// one at a time, and reads never wait for a catalog write.
+type Registry struct {
+	catalog     Catalog
+	logger      *slog.Logger
+	now         func() time.Time
+	newJoinCode func() string
+
+	// writes is a one-slot semaphore that serializes changes across the
+	// catalog write and the update in memory, so both apply changes in the same
+	// order. Unlike a mutex, waiting for it gives up with the context.
+	// Lock order: writes, then mu.
+	writes chan struct{}
+
+	mu         sync.RWMutex
+	events     map[string]storedEvent // by event id
+	codes      map[string]string      // join code -> event id
+	polls      map[string]Poll        // by poll id
+	eventPolls map[string][]string    // event id -> poll ids in creation order
+}
+
+// NewRegistry returns an empty registry that writes through to cat. A nil cat
+// keeps everything in memory only, so nothing survives a restart. A nil logger
+// discards log output. Call Load to read back stored events and polls.
+func NewRegistry(cat Catalog, logger *slog.Logger) *Registry {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if cat == nil {
+		logger.Warn("registry has no catalog; events and polls will not survive a restart")
+	}
+
+	return &Registry{
+		catalog:     cat,
+		logger:      logger,
+		now:         func() time.Time { return time.Now().UTC() },
+		newJoinCode: NewJoinCode,
+		writes:      make(chan struct{}, 1),
+		events:      make(map[string]storedEvent),
+		codes:       make(map[string]string),
+		polls:       make(map[string]Poll),
+		eventPolls:  make(map[string][]string),
+	}
+}
+
+// lockWrites acquires the write semaphore, giving up with ctx's error.
+func (r *Registry) lockWrites(ctx context.Context) error {
+	select {
+	case r.writes <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("hub: wait for registry write: %w", ctx.Err())
+	}
+}
+
+func (r *Registry) unlockWrites() {
+	<-r.writes
+}
+
+// put stores value as JSON under key. Without a catalog it does nothing.
+func (r *Registry) put(ctx context.Context, key string, value any) error {
+	if r.catalog == nil {
+		return nil
+	}
+
+	encoded, err := json.Marshal(value)
+	if err != nil {
+		return fmt.Errorf("hub: encode %s: %w", key, err)
+	}
+
+	err = r.catalog.PutCatalog(ctx, key, encoded)
+	if err != nil {
+		r.logger.Error("catalog write failed", "key", key, "error", err)
+
+		return fmt.Errorf("%w: put %s: %w", ErrCatalog, key, err)
+	}
+
+	return nil
+}
+
+// CreateEvent creates an event with a fresh join code and returns it with its
+// presenter token. Only the token's SHA-256 is kept, so the token cannot be
+// shown again. An invalid title gets an *Error with CodeInvalidMessage.
+func (r *Registry) CreateEvent(ctx context.Context, title string) (Event, string, error) {
+	title, err := validateTitle(title)
+	if err != nil {
+		return Event{}, "", err
+	}
+
+	err = r.lockWrites(ctx)
+	if err != nil {
+		return Event{}, "", err
+	}
+	defer r.unlockWrites()
+
+	code, err := r.unusedJoinCode()
+	if err != nil {
+		return Event{}, "", err
+	}
+
+	token := NewSecretToken()
+	stored := storedEvent{
+		ID:        uuid.NewString(),
+		Code:      code,
+		Title:     title,
+		CreatedAt: r.now(),
+		TokenHash: HashToken(token),
+	}
+
+	err = r.put(ctx, eventKeyPrefix+stored.ID, stored)
+	if err != nil {
+		return Event{}, "", err
+	}
+
+	r.mu.Lock()
+	r.events[stored.ID] = stored
+	r.codes[stored.Code] = stored.ID
+	r.mu.Unlock()
+
+	r.logger.Debug("event created", "event", stored.ID, "code", stored.Code)
+
+	return eventOf(stored, nil), token, nil
+}
+
+// unusedJoinCode returns a join code no event uses. The caller holds writes,
+// so no other event can take the code before it is stored.
+//
+// NOTE: uniqueness holds within one process. Hubs that share a catalog need a
+// create-only write of the code (compare-and-set) to keep codes unique.
+func (r *Registry) unusedJoinCode() (string, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+
+	for range maxJoinCodeAttempts {
+		code := r.newJoinCode()
+		if _, taken := r.codes[code]; !taken {
+			return code, nil
+		}
+	}
+
+	return "", fmt.Errorf("%w after %d attempts with %d events", ErrJoinCodesExhausted, maxJoinCodeAttempts, len(r.codes))
+}
+
+// EventByCode returns the event with the join code, with its polls. The code
+// is normalized first, so "abc-def" finds "ABCDEF". An unknown or malformed
+// code gets an *Error with CodeUnknownEvent.
+func (r *Registry) EventByCode(code string) (Event, error) {
+	normalized, err := NormalizeJoinCode(code)
+	if err != nil {
+		return Event{}, &Error{Code: CodeUnknownEvent, Message: AsError(err).Message}
+	}
+
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+
+	id, ok := r.codes[normalized]
+	if !ok {
+		return Event{}, Errorf(CodeUnknownEvent, "no event has join code %s; check the code", normalized)
+	}
+
+	return r.eventLocked(id), nil
+}
+
+// EventByID returns the event with the id, with its polls. An unknown id gets
+// an *Error with CodeUnknownEvent.
+func (r *Registry) EventByID(id string) (Event, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+
+	if _, ok := r.events[id]; !ok {
+		return Event{}, Errorf(CodeUnknownEvent, "no event has id %s", quote(id))
+	}
+
+	return r.eventLocked(id), nil
+}
+
+// eventLocked returns a copy of the known event id with its polls. The caller
+// holds mu.
+func (r *Registry) eventLocked(id string) Event {
+	pollIDs := r.eventPolls[id]
+	polls := make([]Poll, len(pollIDs))
+	for i, pollID := range pollIDs {
+		polls[i] = clonePoll(r.polls[pollID])
+	}
+
+	return eventOf(r.events[id], polls)
+}
+
+func eventOf(stored storedEvent, polls []Poll) Event {
+	if polls == nil {
+		polls = []Poll{}
+	}
+
+	return Event{ID: stored.ID, Code: stored.Code, Title: stored.Title, CreatedAt: stored.CreatedAt, Polls: polls}
+}
+
+// Authorize returns nil when token is the presenter token of the event. An
+// unknown event gets an *Error with CodeUnknownEvent; a missing or wrong token
+// gets CodeUnauthorized. The token is compared by its hash in constant time.
+func (r *Registry) Authorize(eventID, token string) error {
+	r.mu.RLock()
+	stored, ok := r.events[eventID]
+	r.mu.RUnlock()
+
+	if !ok {
+		return Errorf(CodeUnknownEvent, "no event has id %s", quote(eventID))
+	}
+	if token == "" {
+		return Errorf(CodeUnauthorized, "presenter token is missing; send it as Authorization: Bearer <token>")
+	}
+	if !TokenMatches(stored.TokenHash, token) {
+		return Errorf(CodeUnauthorized, "presenter token is not the token of event %s; use the token returned when the event was created", eventID)
+	}
+
+	return nil
+}
+
+// Load replaces the registry's contents with the events and polls stored in
+// the catalog, as after a restart. A record that cannot be decoded, a poll of
+// an unknown event or two events with one join code fail the whole Load with
+// an error naming the key, and the registry keeps its previous contents.
+// Without a catalog Load does nothing.
+func (r *Registry) Load(ctx context.Context) error {
+	if r.catalog == nil {
+		return nil
+	}
+
+	err := r.lockWrites(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.unlockWrites()
+
+	loaded, err := r.readCatalog(ctx)
+	if err != nil {
+		return err
+	}
+
+	r.mu.Lock()
+	r.events, r.codes, r.polls, r.eventPolls = loaded.events, loaded.codes, loaded.polls, loaded.eventPolls
+	r.mu.Unlock()
+
+	r.logger.Info("registry loaded", "events", len(loaded.events), "polls", len(loaded.polls))
+
+	return nil
+}
+
+// registryState is the in-memory state that Load builds before swapping it in.
+type registryState struct {
+	events     map[string]storedEvent
+	codes      map[string]string
+	polls      map[string]Poll
+	eventPolls map[string][]string
+}
+
+// readCatalog decodes every event and poll in the catalog and checks that they
+// fit together.
+func (r *Registry) readCatalog(ctx context.Context) (registryState, error) {
+	state := registryState{
+		events:     make(map[string]storedEvent),
+		codes:      make(map[string]string),
+		polls:      make(map[string]Poll),
+		eventPolls: make(map[string][]string),
+	}
+
+	events, err := r.list(ctx, eventKeyPrefix)
+	if err != nil {
+		return registryState{}, err
+	}
+
+	for key, value := range events {
+		stored, err := decodeEvent(key, value)
+		if err != nil {
+			return registryState{}, err
+		}
+		if other, taken := state.codes[stored.Code]; taken {
+			return registryState{}, fmt.Errorf("%w: %s has join code %s, which event %s already uses", ErrCatalog, key, stored.Code, other)
+		}
+
+		state.events[stored.ID] = stored
+		state.codes[stored.Code] = stored.ID
+	}
+
+	polls, err := r.list(ctx, pollKeyPrefix)
+	if err != nil {
+		return registryState{}, err
+	}
+
+	for key, value := range polls {
+		poll, err := decodePoll(key, value)
+		if err != nil {
+			return registryState{}, err
+		}
+		if _, ok := state.events[poll.Event]; !ok {
+			return registryState{}, fmt.Errorf("%w: %s belongs to event %s, which is not in the catalog", ErrCatalog, key, poll.Event)
+		}
+
+		state.polls[poll.ID] = poll
+		state.eventPolls[poll.Event] = append(state.eventPolls[poll.Event], poll.ID)
+	}
+
+	for eventID, ids := range state.eventPolls {
+		slices.SortFunc(ids, func(a, b string) int {
+			return comparePolls(state.polls[a], state.polls[b])
+		})
+		state.eventPolls[eventID] = ids
+	}
+
+	return state, nil
+}
+
+// list returns the catalog entries under prefix.
+func (r *Registry) list(ctx context.Context, prefix string) (map[string][]byte, error) {
+	entries, err := r.catalog.ListCatalog(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("%w: list %s: %w", ErrCatalog, prefix, err)
+	}
+
+	return entries, nil
+}
+
+// decodeEvent decodes and checks the event stored under key.
+func decodeEvent(key string, value []byte) (storedEvent, error) {
+	var stored storedEvent
+	err := json.Unmarshal(value, &stored)
+	if err != nil {
+		return storedEvent{}, fmt.Errorf("%w: decode %s: %w", ErrCatalog, key, err)
+	}
+
+	if key != eventKeyPrefix+stored.ID {
+		return storedEvent{}, fmt.Errorf("%w: %s contains event id %q, want the id in the key", ErrCatalog, key, stored.ID)
+	}
+	if code, err := NormalizeJoinCode(stored.Code); err != nil || code != stored.Code {
+		return storedEvent{}, fmt.Errorf("%w: %s has invalid join code %q", ErrCatalog, key, stored.Code)
+	}
+	if len(stored.TokenHash) != 64 {
+		return storedEvent{}, fmt.Errorf("%w: %s has no presenter token hash", ErrCatalog, key)
+	}
+
+	return stored, nil
+}
+
+// decodePoll decodes and checks the poll stored under key.
+func decodePoll(key string, value []byte) (Poll, error) {
+	var poll Poll
+	err := json.Unmarshal(value, &poll)
+	if err != nil {
+		return Poll{}, fmt.Errorf("%w: decode %s: %w", ErrCatalog, key, err)
+	}
+
+	if key != pollKeyPrefix+poll.ID {
+		return Poll{}, fmt.Errorf("%w: %s contains poll id %q, want the id in the key", ErrCatalog, key, poll.ID)
+	}
+	if poll.State != PollDraft && poll.State != PollOpen && poll.State != PollClosed {
+		return Poll{}, fmt.Errorf("%w: %s has unknown state %q", ErrCatalog, key, poll.State)
+	}
+	if poll.Kind != PollSingle && poll.Kind != PollMultiple {
+		return Poll{}, fmt.Errorf("%w: %s has unknown kind %q", ErrCatalog, key, poll.Kind)
+	}
+	if len(poll.Options) < MinPollOptions || len(poll.Options) > MaxPollOptions {
+		return Poll{}, fmt.Errorf("%w: %s has %d options", ErrCatalog, key, len(poll.Options))
+	}
+	for i, option := range poll.Options {
+		if option.ID != optionID(i) {
+			return Poll{}, fmt.Errorf("%w: %s has option id %q at position %d, want %q", ErrCatalog, key, option.ID, i+1, optionID(i))
+		}
+	}
+
+	return poll, nil
+}

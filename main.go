@@ -1,0 +1,248 @@
+// Command livevote serves live polls: audience phones vote over WebSocket or HTTP, shard
+// actors store each vote in NATS JetStream before acknowledging it, and merged results
+// go out to every socket at a fixed interval.
+//
+// Run it with the embedded NATS server and a demo poll:
+//
+//	go run . -demo
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/livevote/livevote/actors"
+	"github.com/livevote/livevote/hub"
+	"github.com/livevote/livevote/persistence"
+	"github.com/livevote/livevote/static"
+	"github.com/livevote/livevote/transport"
+)
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "livevote:", err)
+		os.Exit(2)
+	}
+	logger := newLogger(cfg, os.Stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, logger, os.Stdout); err != nil {
+		logger.Error("livevote stopped with an error", "error", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// app is a running LiveVote node: store, shard actors, hub and HTTP server.
+type app struct {
+	store  *persistence.Store
+	shards *actors.System
+	hub    *hub.Hub
+	server *transport.Server
+	ln     net.Listener
+}
+
+// run starts LiveVote, serves until ctx ends, then shuts down gracefully. stdout gets
+// the demo links.
+func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer) error {
+	started := time.Now()
+	a, err := start(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("livevote listening", "addr", a.ln.Addr().String(), "shards", cfg.Shards, "sync", cfg.Sync, "broadcast_interval", cfg.BroadcastInterval)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- a.server.Serve(a.ln) }()
+
+	go func() {
+		if err := a.shards.WaitReady(ctx); err == nil {
+			logger.Info("livevote ready: every shard recovered", "took", time.Since(started).Round(time.Millisecond))
+		}
+	}()
+
+	if cfg.Demo {
+		if err := createDemo(ctx, a, stdout); err != nil {
+			logger.Error("demo setup failed", "error", err)
+		}
+	}
+
+	select {
+	case <-ctx.Done():
+		logger.Info("livevote stopping: signal received")
+	case err = <-serveErr:
+		logger.Error("http server failed", "error", err)
+	}
+	if stopErr := a.stop(cfg.ShutdownTimeout, logger); stopErr != nil {
+		err = errors.Join(err, stopErr)
+	}
+	return err
+}
+
+// start opens the store, recovers the ring and secrets, and starts the actors, the hub
+// and the listener. It closes what it opened when a later step fails.
+func start(ctx context.Context, cfg config, logger *slog.Logger) (a *app, err error) {
+	a = &app{}
+	defer func() {
+		if err != nil {
+			a.closeOnError(logger)
+		}
+	}()
+
+	a.store, err = persistence.Open(ctx, persistence.Config{DataDir: cfg.Data, NatsURL: cfg.NatsURL, Sync: cfg.Sync, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	ring, err := a.store.LoadOrCreateRing(ctx, cfg.Shards)
+	if err != nil {
+		return nil, err
+	}
+	hashRing, err := hub.NewRing(ring.Salt, ring.Shards)
+	if err != nil {
+		return nil, err
+	}
+	sessionKey, err := a.store.LoadOrCreateSecret(ctx, "session-key", 32)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := hub.NewSessions(sessionKey)
+	if err != nil {
+		return nil, err
+	}
+	registry := hub.NewRegistry(a.store, logger)
+	if err := registry.Load(ctx); err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// The aggregator publishes through the hub, which needs the actor system first.
+	var publishTo atomic.Pointer[hub.Hub]
+	a.shards, err = actors.Start(ctx, actors.Config{
+		Shards:            ring.Shards,
+		Store:             a.store,
+		Logger:            logger,
+		BroadcastInterval: cfg.BroadcastInterval,
+		Registerer:        reg,
+		Publish: func(doc actors.Results) {
+			if h := publishTo.Load(); h != nil {
+				h.Publish(doc)
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	metrics := hub.NewMetrics(reg)
+	a.hub, err = hub.New(hub.Config{Registry: registry, Sessions: sessions, Ring: hashRing, Shards: a.shards, Metrics: metrics, Logger: logger, VoteRate: cfg.VoteRate, VoteBurst: cfg.VoteBurst})
+	if err != nil {
+		return nil, err
+	}
+	publishTo.Store(a.hub)
+
+	a.server, err = transport.New(transport.Config{
+		Hub:            a.hub,
+		Static:         static.Files,
+		Ready:          a.shards.Ready,
+		Gatherer:       reg,
+		Metrics:        metrics,
+		Logger:         logger,
+		OriginPatterns: cfg.AllowedOrigins,
+		SessionRate:    cfg.SessionRate,
+		SessionBurst:   cfg.SessionBurst,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.ln, err = net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on -addr %s: %w", cfg.Addr, err)
+	}
+	return a, nil
+}
+
+// stop shuts down in dependency order: no new votes, sockets answer what they hold and
+// close with 1001, shards finish their appends and save snapshots, the store closes.
+func (a *app) stop(timeout time.Duration, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+
+	a.hub.Drain()
+	var errs []error
+	if err := a.server.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if err := a.shards.Stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop shards: %w", err))
+	}
+	if err := a.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close store: %w", err))
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		logger.Error("shutdown incomplete", "error", err)
+	} else {
+		logger.Info("livevote stopped")
+	}
+	return err
+}
+
+func (a *app) closeOnError(logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if a.ln != nil {
+		a.ln.Close()
+	}
+	if a.shards != nil {
+		if err := a.shards.Stop(ctx); err != nil {
+			logger.Error("stop shards after a failed start", "error", err)
+		}
+	}
+	if a.store != nil {
+		if err := a.store.Close(); err != nil {
+			logger.Error("close store after a failed start", "error", err)
+		}
+	}
+}
+
+// baseURL is the address people type to reach this node: localhost stands in for a
+// wildcard listen address.
+func baseURL(ln net.Listener) string {
+	host, port, err := net.SplitHostPort(ln.Addr().String())
+	if err != nil {
+		return "http://" + ln.Addr().String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}

@@ -1,0 +1,27 @@
+// Package persistence stores LiveVote's durable state in NATS JetStream.
+//
+// A Store owns one NATS connection and, unless Config.NatsURL names external
+// servers, an embedded nats-server whose JetStream files live under
+// Config.DataDir. It keeps five JetStream resources:
+//
+//   - stream LIVEVOTE_VOTES: one message per vote batch on subject
+//     livevote.votes.<shard>, deduplicated by the batch id (Nats-Msg-Id)
+//     within a 2 minute window, kept without an age or size limit;
+//   - KV bucket LIVEVOTE_RESULTS: the latest results document per poll;
+//   - KV bucket LIVEVOTE_CATALOG: events, polls and other catalog records;
+//   - KV bucket LIVEVOTE_SYSTEM: the shard ring (salt and shard count) and
+//     named secrets, kept apart from the catalog so that listing the catalog
+//     never returns a secret;
+//   - object store LIVEVOTE_SNAPSHOTS: the latest state snapshot per shard
+//     with the stream sequence it covers.
+//
+// With SyncAlways (the default) the embedded server fsyncs every write before
+// it acknowledges it, so an acknowledged batch survives an OS crash or power
+// loss of the machine, as far as the disk honours fsync. With SyncInterval JetStream fsyncs on its own timer
+// (every 2 minutes in nats-server v2.15), so a process crash loses nothing
+// but an OS crash or power loss can lose the batches acknowledged since the
+// last fsync. In external mode the NATS servers' own sync settings decide.
+//
+// The embedded store directory is locked with flock(2) on <DataDir>/LOCK, so
+// only one process at a time can open it.
+package persistence

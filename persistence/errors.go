@@ -1,0 +1,43 @@
+package persistence
+
+import "errors"
+
+// Sentinel errors of the package. Every returned error wraps at most one of
+// them with the failing value, so callers test with errors.Is.
+var (
+	// ErrNotFound reports a missing catalog record or results document.
+	ErrNotFound = errors.New("persistence: not found")
+
+	// ErrNoSnapshot reports that a shard has no stored snapshot yet.
+	ErrNoSnapshot = errors.New("persistence: no snapshot")
+
+	// ErrShardMismatch reports a shard count that differs from the one stored
+	// in the data directory.
+	ErrShardMismatch = errors.New("persistence: shard count mismatch")
+
+	// ErrCorruptBatch reports bytes that DecodeBatch cannot read as a batch.
+	ErrCorruptBatch = errors.New("persistence: corrupt vote batch")
+
+	// ErrInvalidBatch reports a batch that EncodeBatch or AppendBatch rejects
+	// before anything is written.
+	ErrInvalidBatch = errors.New("persistence: invalid vote batch")
+
+	// ErrBatchTooLarge reports an encoded batch above MaxBatchBytes.
+	ErrBatchTooLarge = errors.New("persistence: vote batch too large")
+
+	// ErrInvalidArgument reports a bad key, shard number, size or
+	// configuration value.
+	ErrInvalidArgument = errors.New("persistence: invalid argument")
+
+	// ErrDataDir reports a data directory that cannot be created or written.
+	ErrDataDir = errors.New("persistence: unusable data directory")
+
+	// ErrLocked reports a data directory that another process has open.
+	ErrLocked = errors.New("persistence: data directory locked")
+
+	// ErrJetStreamDisabled reports a NATS server without JetStream.
+	ErrJetStreamDisabled = errors.New("persistence: JetStream not enabled")
+
+	// ErrCorruptRecord reports a stored ring or secret that cannot be read.
+	ErrCorruptRecord = errors.New("persistence: corrupt stored record")
+)

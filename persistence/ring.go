@@ -1,0 +1,174 @@
+package persistence
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// RingSaltBytes is the size of the ring salt.
+const RingSaltBytes = 32
+
+// MaxSecretBytes is the largest secret that LoadOrCreateSecret creates.
+const MaxSecretBytes = 1024
+
+// ringKey is the system bucket key of the ring.
+const ringKey = "ring"
+
+// Ring is the stored input of the consistent-hash ring that maps sessions
+// to shards. Both values are fixed for the life of a data directory, so a
+// restart maps every session to the same shard. Salt is secret.
+type Ring struct {
+	Salt   []byte
+	Shards int
+}
+
+// ringRecord is the stored form of a Ring.
+type ringRecord struct {
+	Version int    `json:"version"`
+	Salt    []byte `json:"salt"`
+	Shards  int    `json:"shards"`
+}
+
+// LoadOrCreateRing returns the stored ring. On the first call for a store it
+// creates a ring with a random RingSaltBytes salt and the given shard count,
+// which must be 1 to MaxShards. The create is atomic, so concurrent callers
+// all return the same ring. Once a ring exists, shards 0 accepts its shard
+// count and any other count must equal it: a different one returns an error
+// wrapping ErrShardMismatch. When ctx has no deadline, it gives up after
+// DefaultTimeout.
+func (s *Store) LoadOrCreateRing(ctx context.Context, shards int) (Ring, error) {
+	if shards < 0 || shards > MaxShards {
+		return Ring{}, fmt.Errorf("%w: shard count %d is outside 1 to %d", ErrInvalidArgument, shards, MaxShards)
+	}
+
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+
+	newRing := func() ([]byte, error) {
+		if shards == 0 {
+			return nil, fmt.Errorf("%w: no shard ring is stored yet, so the shard count must be 1 to %d, not 0",
+				ErrInvalidArgument, MaxShards)
+		}
+		return json.Marshal(ringRecord{Version: 1, Salt: randomBytes(RingSaltBytes), Shards: shards})
+	}
+	data, created, err := s.loadOrCreate(ctx, ringKey, newRing)
+	if err != nil {
+		return Ring{}, fmt.Errorf("load or create shard ring: %w", err)
+	}
+
+	ring, err := decodeRing(data)
+	if err != nil {
+		return Ring{}, err
+	}
+	if created {
+		s.log.Info("created shard ring", "shards", ring.Shards)
+	}
+
+	if shards != 0 && ring.Shards != shards {
+		return Ring{}, fmt.Errorf("%w: the store has %d shards but %d were requested; the shard count is fixed "+
+			"for the life of a data directory, so start with %d shards or use a new data directory",
+			ErrShardMismatch, ring.Shards, shards, ring.Shards)
+	}
+
+	return ring, nil
+}
+
+func decodeRing(data []byte) (Ring, error) {
+	var rec ringRecord
+	err := json.Unmarshal(data, &rec)
+	if err != nil {
+		return Ring{}, fmt.Errorf("%w: shard ring: %v", ErrCorruptRecord, err)
+	}
+	if rec.Version != 1 || len(rec.Salt) != RingSaltBytes || rec.Shards < 1 || rec.Shards > MaxShards {
+		return Ring{}, fmt.Errorf("%w: shard ring has version %d, a %d byte salt and %d shards; "+
+			"want version 1, %d bytes and 1 to %d shards", ErrCorruptRecord, rec.Version, len(rec.Salt),
+			rec.Shards, RingSaltBytes, MaxShards)
+	}
+
+	return Ring{Salt: rec.Salt, Shards: rec.Shards}, nil
+}
+
+// LoadOrCreateSecret returns the secret stored under name, such as the
+// session signing key. On the first call for name it stores size random
+// bytes; the create is atomic, so concurrent callers all return the same
+// secret. name follows ValidateKey and size must be 1 to MaxSecretBytes and
+// equal to the stored size. When ctx has no deadline, it gives up after
+// DefaultTimeout.
+func (s *Store) LoadOrCreateSecret(ctx context.Context, name string, size int) ([]byte, error) {
+	err := ValidateKey(name)
+	if err != nil {
+		return nil, fmt.Errorf("secret name: %w", err)
+	}
+	if size < 1 || size > MaxSecretBytes {
+		return nil, fmt.Errorf("%w: secret %q size %d is outside 1 to %d bytes",
+			ErrInvalidArgument, name, size, MaxSecretBytes)
+	}
+
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+
+	newSecret := func() ([]byte, error) {
+		return randomBytes(size), nil
+	}
+	secret, created, err := s.loadOrCreate(ctx, "secret."+name, newSecret)
+	if err != nil {
+		return nil, fmt.Errorf("load or create secret %q: %w", name, err)
+	}
+	if created {
+		s.log.Info("created secret", "name", name, "bytes", size)
+	}
+
+	if len(secret) != size {
+		return nil, fmt.Errorf("%w: secret %q is stored with %d bytes but %d were requested; "+
+			"request the stored size", ErrInvalidArgument, name, len(secret), size)
+	}
+
+	return secret, nil
+}
+
+// loadOrCreate returns the system bucket value of key. When the key is
+// missing, it stores the output of create with an atomic create, and when
+// another caller created the key first, it returns that caller's value.
+// created reports whether this call stored the value.
+func (s *Store) loadOrCreate(ctx context.Context, key string, create func() ([]byte, error)) (value []byte, created bool, err error) {
+	entry, err := s.system.Get(ctx, key)
+	if err == nil {
+		return entry.Value(), false, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, false, err
+	}
+
+	value, err = create()
+	if err != nil {
+		return nil, false, err
+	}
+
+	_, err = s.system.Create(ctx, key, value)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		entry, err = s.system.Get(ctx, key)
+		if err != nil {
+			return nil, false, err
+		}
+		return entry.Value(), false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+
+	return value, true, nil
+}
+
+// randomBytes returns n bytes from crypto/rand. Since Go 1.24, rand.Read
+// never returns an error: it crashes the program if the system source fails.
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+
+	return b
+}
