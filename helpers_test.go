@@ -198,6 +198,8 @@ type wsClient struct {
 	conn    *websocket.Conn
 	session string
 	frames  chan map[string]json.RawMessage
+	// readErr is the error that ended the reader; it is set before frames is closed.
+	readErr error
 }
 
 func (n *testNode) dial(code, session string) *wsClient {
@@ -212,6 +214,7 @@ func (n *testNode) dial(code, session string) *wsClient {
 	if err != nil {
 		n.t.Fatalf("dial %s: %v", url, err)
 	}
+	conn.SetReadLimit(8 << 20)
 	c := &wsClient{t: n.t, conn: conn, frames: make(chan map[string]json.RawMessage, 1024)}
 	go c.readAll()
 	n.t.Cleanup(func() { conn.Close(websocket.StatusNormalClosure, "") })
@@ -228,6 +231,7 @@ func (c *wsClient) readAll() {
 	for {
 		_, data, err := c.conn.Read(context.Background())
 		if err != nil {
+			c.readErr = err
 			return
 		}
 		var frame map[string]json.RawMessage
