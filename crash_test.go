@@ -50,11 +50,19 @@ type childNode struct {
 // startChild starts the binary on dataDir and waits until it reports ready.
 func startChild(t *testing.T, dataDir string) *childNode {
 	t.Helper()
+	return startChildArgs(t, "-addr", "127.0.0.1:0", "-data", dataDir)
+}
+
+// startChildArgs starts the binary with 8 shards, a 100 ms broadcast interval, JSON
+// logs and the given flags, and waits until it reports ready.
+func startChildArgs(t *testing.T, args ...string) *childNode {
+	t.Helper()
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-data", dataDir, "-shards", "8", "-broadcast-interval", "100ms", "-log-format", "json")
+	args = append([]string{"-shards", "8", "-broadcast-interval", "100ms", "-log-format", "json"}, args...)
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

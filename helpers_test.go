@@ -40,7 +40,11 @@ func testConfig(t testing.TB) config {
 // startNode starts a node and waits until every shard has recovered.
 func startNode(t testing.TB, cfg config) *testNode {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return startNodeWithLogger(t, cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+func startNodeWithLogger(t testing.TB, cfg config, logger *slog.Logger) *testNode {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := start(ctx, cfg, logger)
 	if err != nil {
