@@ -178,5 +178,3 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		}
 	}
 }
-
-
