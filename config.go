@@ -24,10 +24,13 @@ type config struct {
 	Sync              persistence.SyncMode
 	Demo              bool
 	AllowedOrigins    []string
+	OperatorKey       string
 	VoteRate          float64
 	VoteBurst         int
 	SessionRate       float64
 	SessionBurst      int
+	MaxConnsPerIP     int
+	PingInterval      time.Duration
 	LogLevel          string
 	LogFormat         string
 	ShutdownTimeout   time.Duration
@@ -52,10 +55,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&sync, "sync", "always", "always: fsync before each vote is acknowledged; interval: JetStream's periodic fsync")
 	fs.BoolVar(&cfg.Demo, "demo", false, "create a sample event with an open poll at start and print its links")
 	fs.StringVar(&origins, "allowed-origins", "", "extra host patterns allowed cross-origin, comma separated (e.g. \"*.example.com,app.example.org:8443\"); the same host is always allowed")
+	fs.StringVar(&cfg.OperatorKey, "operator-key", "", "key that the operator dashboard's data requires (Authorization: Bearer <key>); empty leaves /dashboard open")
 	fs.Float64Var(&cfg.VoteRate, "vote-rate", hub.DefaultVoteRate, "votes per second allowed per voter session, after the burst")
 	fs.IntVar(&cfg.VoteBurst, "vote-burst", hub.DefaultVoteBurst, "votes a voter session may send at once")
 	fs.Float64Var(&cfg.SessionRate, "session-rate", transport.DefaultSessionRate, "new voter sessions per second allowed per client IP, after the burst")
 	fs.IntVar(&cfg.SessionBurst, "session-burst", transport.DefaultSessionBurst, "new voter sessions a client IP may create at once")
+	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", transport.DefaultMaxConnsPerIP, "open TCP connections allowed per client IP; a venue's NAT puts a whole room on one IP")
+	fs.DurationVar(&cfg.PingInterval, "ping-interval", transport.DefaultPingInterval, "how often idle sockets are pinged; a peer that does not answer within one more interval is dropped")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful shutdown may take before sockets are dropped")
@@ -125,6 +131,12 @@ func (c config) validate() error {
 	}
 	if c.SessionRate <= 0 || c.SessionBurst < 1 {
 		return fmt.Errorf("-session-rate %g and -session-burst %d must be positive", c.SessionRate, c.SessionBurst)
+	}
+	if c.MaxConnsPerIP < 1 {
+		return fmt.Errorf("-max-conns-per-ip %d must be at least 1", c.MaxConnsPerIP)
+	}
+	if c.PingInterval < 10*time.Millisecond {
+		return fmt.Errorf("-ping-interval %s is too short: use at least 10ms (30s suits phones)", c.PingInterval)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -177,16 +177,19 @@ func start(ctx context.Context, cfg config, logger *slog.Logger) (a *app, err er
 		Metrics:        metrics,
 		Logger:         logger,
 		OriginPatterns: cfg.AllowedOrigins,
+		OperatorKey:    cfg.OperatorKey,
 		SessionRate:    cfg.SessionRate,
 		SessionBurst:   cfg.SessionBurst,
+		PingInterval:   cfg.PingInterval,
 	})
 	if err != nil {
 		return nil, err
 	}
-	a.ln, err = net.Listen("tcp", cfg.Addr)
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on -addr %s: %w", cfg.Addr, err)
 	}
+	a.ln = transport.LimitListener(ln, cfg.MaxConnsPerIP, logger)
 	return a, nil
 }
 
