@@ -20,9 +20,20 @@ import (
 	"github.com/livevote/livevote/hub"
 )
 
+// binaryDir holds the binary that buildBinary compiles; TestMain removes it.
+var binaryDir = sync.OnceValues(func() (string, error) { return os.MkdirTemp("", "livevote-bin-") })
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if dir, err := binaryDir(); err == nil {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
 // buildBinary compiles the livevote command once per test binary run.
 var buildBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "livevote-bin-")
+	dir, err := binaryDir()
 	if err != nil {
 		return "", err
 	}

@@ -77,7 +77,11 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 	if err != nil {
 		return err
 	}
-	logger.Info("livevote listening", "addr", a.ln.Addr().String(), "shards", cfg.Shards, "sync", cfg.Sync, "broadcast_interval", cfg.BroadcastInterval)
+	syncMode := string(cfg.Sync)
+	if cfg.NatsURL != "" {
+		syncMode = "set by the NATS server"
+	}
+	logger.Info("livevote listening", "addr", a.ln.Addr().String(), "shards", cfg.Shards, "sync", syncMode, "broadcast_interval", cfg.BroadcastInterval)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.server.Serve(a.ln) }()
