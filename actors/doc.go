@@ -18,7 +18,9 @@
 // Votes reach the vote stream by group commit. While one append is in flight,
 // arriving votes queue and go together in the next append, so light load gets
 // one-vote appends and a surge gets batches of up to Config.MaxBatch votes
-// (and at most persistence.MaxBatchBytes encoded). A vote is applied to the
+// (and at most persistence.MaxBatchBytes encoded). The store in turn puts
+// the batches of all shards that wait for one publish into the next stream
+// message. A vote is applied to the
 // counts and gets OutcomeAccepted only after AppendBatch returned nil, that is
 // once it is durable. Each vote of a failed append gets OutcomeOverloaded, and
 // none of them is applied. Because a failed append may still
@@ -26,10 +28,14 @@
 // and applying a vote is idempotent per (poll, voter, vote id), so a retried
 // vote id never counts twice.
 //
-// On start each shard loads its latest snapshot and replays the stream after
-// it, with the same apply function as the live path. Votes that arrive
-// meanwhile wait. A shard snapshots every Config.SnapshotEvery applied votes
-// and when it stops.
+// On start a recovery pass loads every shard's latest snapshot and reads
+// the vote stream once from the lowest snapshot sequence. It applies each
+// batch to its shard when the batch is newer than that shard's snapshot,
+// with the same apply function as the live path. Each shard then gets its state as a
+// message, and votes that arrive before it wait. A failed pass is retried
+// with a backoff. A shard actor that its supervisor restarts after a panic
+// recovers alone from its snapshot and a filtered replay. A shard snapshots
+// every Config.SnapshotEvery applied votes and when it stops.
 //
 // Closing a poll is a barrier. Every shard rejects the poll's later votes,
 // waits until each queued and in-flight vote of the poll has its outcome and

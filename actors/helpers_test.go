@@ -133,6 +133,7 @@ func crash(t testing.TB, s *System) {
 	defer s.stopMu.Unlock()
 
 	s.stopping.Store(true)
+	s.stopRecovery()
 	for _, pid := range append([]*actor.PID{s.aggregator}, s.shards...) {
 		err := s.poison(ctx, pid)
 		if err != nil {

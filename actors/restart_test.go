@@ -251,3 +251,80 @@ func TestClosedPollStaysClosedAfterRestart(t *testing.T) {
 		t.Errorf("vote after restart: outcome = %v, want poll_closed", late.Outcome)
 	}
 }
+
+// TestOnePassRecoveryEqualsPerShard stores snapshots of the shards at
+// different stream sequences, restarts, and checks that the one-pass
+// recovery gives each shard the state that its own snapshot and replay give.
+func TestOnePassRecoveryEqualsPerShard(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	store := openStore(t, dir)
+	s := startSystem(t, store, Config{})
+
+	first := castRound(t, s, 0)
+	castRound(t, s, 1)
+	castRound(t, s, 2)
+	want := allTotalsOf(t, s)
+	crash(t, s)
+
+	var seqs []uint64
+	_, _, err := store.ReplayAll(t.Context(), 0, func(seq uint64, _ persistence.Batch) error {
+		if len(seqs) == 0 || seqs[len(seqs)-1] != seq {
+			seqs = append(seqs, seq)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Shard 0 keeps no snapshot; shards 1 to 3 get one at a third, two
+	// thirds and the end of the stream.
+	for shard := 1; shard < 4; shard++ {
+		cut := seqs[len(seqs)*shard/3-1]
+		saveSnapshotAt(t, store, shard, cut)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatalf("close store: %v", err)
+	}
+
+	store = openStore(t, dir)
+	perShard := make([]map[string]pollTotals, 4)
+	for shard := range 4 {
+		r, err := newShard(&shardConfig{index: shard, store: store, logger: testLogger()}).load(t.Context())
+		if err != nil {
+			t.Fatalf("per-shard recovery of shard %d: %v", shard, err)
+		}
+		perShard[shard] = r.state.allTotals()
+	}
+
+	s = startSystem(t, store, Config{})
+	onePass := allTotalsOf(t, s)
+
+	equalTotals(t, onePass, perShard, false)
+	equalTotals(t, onePass, want, false)
+	checkReceiptsKept(t, s, first)
+}
+
+// saveSnapshotAt stores a snapshot of shard that covers the stream up to
+// seq, built by replaying the shard's batches.
+func saveSnapshotAt(t *testing.T, store *persistence.Store, shard int, seq uint64) {
+	t.Helper()
+
+	st := newShardState()
+	_, _, err := store.Replay(t.Context(), shard, 0, func(batchSeq uint64, b persistence.Batch) error {
+		if batchSeq <= seq {
+			st.applyBatch(batchSeq, b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.advance(seq)
+
+	err = store.SaveSnapshot(t.Context(), shard, seq, st.encode(shard))
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -2,7 +2,6 @@ package actors
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -49,6 +48,11 @@ type shardConfig struct {
 	stats         *shardStats
 	metrics       shardMetrics
 	onReady       func(shard int)
+
+	// handedOver is set once an incarnation of the shard took the state of
+	// the system's recovery pass. A later incarnation, started by the
+	// supervisor after a panic, recovers on its own.
+	handedOver atomic.Bool
 }
 
 // voteKey is the dedupe key of a vote.
@@ -125,7 +129,11 @@ func newShard(cfg *shardConfig) *shard {
 func (sh *shard) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		sh.recover(ctx)
+		if sh.cfg.handedOver.Load() {
+			sh.recover(ctx)
+		}
+	case *recoveredState:
+		sh.onRecovered(ctx, msg)
 	case *voteRequest:
 		sh.onVote(ctx, msg, ctx.Sender())
 	case *appendResult:
@@ -151,14 +159,28 @@ func (sh *shard) reply(ctx actor.Context, to *actor.PID, message any) {
 	}
 }
 
-// recover loads the latest snapshot and replays the stream after it. On
-// failure it schedules another attempt and the shard stays not ready.
+// onRecovered takes the state that the system's recovery pass rebuilt. A
+// shard that is stopping or already recovered ignores it.
+func (sh *shard) onRecovered(ctx actor.Context, msg *recoveredState) {
+	if sh.stopping || sh.ready {
+		return
+	}
+
+	sh.cfg.handedOver.Store(true)
+	sh.becomeReady(ctx, msg)
+}
+
+// recover loads the latest snapshot and replays the shard's batches after
+// it. Only an incarnation that the supervisor started after a panic runs
+// it, because the first one takes its state from the system's recovery
+// pass. On failure it schedules another attempt and the shard stays not
+// ready.
 func (sh *shard) recover(ctx actor.Context) {
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(sh.cfg.baseCtx, recoveryTimeout)
 	defer cancel()
 
-	st, snapshotSeq, messages, votes, err := sh.load(rctx)
+	recovered, err := sh.load(rctx)
 	if err != nil {
 		delay := sh.backoff()
 		sh.log.Warn("shard recovery failed; retrying", "attempt", sh.retryAttempt, "retry_in", delay, "error", err)
@@ -166,16 +188,24 @@ func (sh *shard) recover(ctx actor.Context) {
 		return
 	}
 
+	recovered.duration = time.Since(start)
+	sh.becomeReady(ctx, recovered)
+}
+
+// becomeReady installs a recovered state, marks the shard ready and handles
+// the requests that arrived meanwhile.
+func (sh *shard) becomeReady(ctx actor.Context, r *recoveredState) {
+	st := r.state
 	sh.state = st
 	sh.ready = true
 	sh.retryAttempt = 0
-	sh.savedSeq = snapshotSeq
-	sh.sinceSnapshot = votes
+	sh.savedSeq = r.snapshotSeq
+	sh.sinceSnapshot = r.votes
 	sh.cfg.stats.applied.Store(st.applied)
 	sh.cfg.stats.ready.Store(true)
-	sh.cfg.metrics.addApplied(votes)
-	sh.log.Info("shard recovered", "snapshot_seq", snapshotSeq, "replayed_messages", messages,
-		"replayed_votes", votes, "last_seq", st.lastSeq, "duration", time.Since(start))
+	sh.cfg.metrics.addApplied(r.votes)
+	sh.log.Info("shard recovered", "snapshot_seq", r.snapshotSeq, "replayed_messages", r.messages,
+		"replayed_votes", r.votes, "last_seq", st.lastSeq, "duration", r.duration)
 	sh.cfg.onReady(sh.cfg.index)
 
 	deferred := sh.deferred
@@ -193,40 +223,24 @@ func (sh *shard) recover(ctx actor.Context) {
 	sh.updateQueueStats()
 }
 
-// load reads the snapshot and replays the stream after its sequence. An
-// unreadable snapshot is logged and the state is rebuilt from the whole
-// stream instead.
-func (sh *shard) load(ctx context.Context) (st *shardState, snapshotSeq uint64, messages, votes int, err error) {
-	snapshotSeq, data, err := sh.cfg.store.LoadSnapshot(ctx, sh.cfg.index)
-
-	st = newShardState()
-	switch {
-	case errors.Is(err, persistence.ErrNoSnapshot):
-		snapshotSeq = 0
-	case err != nil:
-		return nil, 0, 0, 0, fmt.Errorf("load snapshot: %w", err)
-	default:
-		decoded, decodeErr := decodeShardState(sh.cfg.index, data)
-		if decodeErr == nil && decoded.lastSeq != snapshotSeq {
-			decodeErr = fmt.Errorf("%w: state at seq %d stored as seq %d", errCorruptSnapshot, decoded.lastSeq, snapshotSeq)
-		}
-		if decodeErr != nil {
-			sh.log.Error("shard snapshot unreadable; rebuilding from the whole vote stream", "snapshot_seq", snapshotSeq, "error", decodeErr)
-			snapshotSeq = 0
-		} else {
-			st = decoded
-		}
+// load reads the snapshot and replays the shard's batches after its
+// sequence.
+func (sh *shard) load(ctx context.Context) (*recoveredState, error) {
+	st, snapshotSeq, err := loadShardSnapshot(ctx, sh.cfg.store, sh.cfg.index, sh.log)
+	if err != nil {
+		return nil, err
 	}
 
-	messages, _, err = sh.cfg.store.Replay(ctx, sh.cfg.index, snapshotSeq, func(seq uint64, b persistence.Batch) error {
-		votes += st.applyBatch(seq, b)
+	r := &recoveredState{state: st, snapshotSeq: snapshotSeq}
+	r.messages, _, err = sh.cfg.store.Replay(ctx, sh.cfg.index, snapshotSeq, func(seq uint64, b persistence.Batch) error {
+		r.votes += st.applyBatch(seq, b)
 		return nil
 	})
 	if err != nil {
-		return nil, 0, 0, 0, fmt.Errorf("replay after seq %d: %w", snapshotSeq, err)
+		return nil, fmt.Errorf("replay after seq %d: %w", snapshotSeq, err)
 	}
 
-	return st, snapshotSeq, messages, votes, nil
+	return r, nil
 }
 
 func (sh *shard) onVote(ctx actor.Context, req *voteRequest, sender *actor.PID) {

@@ -159,6 +159,9 @@ type System struct {
 	baseCtx    context.Context // cancelled when Stop gives up waiting
 	cancelBase context.CancelFunc
 
+	recoveryCancel context.CancelFunc // stops the recovery pass
+	recoveryDone   chan struct{}      // closed when the recovery pass has ended
+
 	stopping atomic.Bool
 	stopMu   sync.Mutex
 	stopped  bool
@@ -173,9 +176,10 @@ func ShardName(i int) string {
 // aggregatorName is the actor name of the aggregator.
 const aggregatorName = "aggregator"
 
-// Start spawns the shard actors and the aggregator and returns at once. Each
-// shard recovers its state from the store in the background, and votes sent
-// meanwhile wait for it. Use WaitReady to wait for every shard.
+// Start spawns the shard actors and the aggregator and returns at once. A
+// background pass recovers every shard's state from its snapshot and one
+// replay of the vote stream, and votes sent meanwhile wait for it. Use
+// WaitReady to wait for every shard.
 func Start(ctx context.Context, cfg Config) (*System, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -203,6 +207,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 		s.actors.Shutdown()
 		return nil, err
 	}
+	s.startRecovery()
 
 	s.log.Info("actors started", "shards", cfg.Shards, "max_batch", cfg.MaxBatch, "max_queue", cfg.MaxQueue,
 		"broadcast_interval", cfg.BroadcastInterval, "append_timeout", cfg.AppendTimeout)
@@ -582,6 +587,7 @@ func (s *System) Stop(ctx context.Context) error {
 	s.stopping.Store(true)
 	start := time.Now()
 	s.log.Info("actors stopping")
+	s.stopRecovery()
 
 	errs := []error{s.poison(ctx, s.aggregator)}
 	errs = append(errs, s.stopShards(ctx)...)

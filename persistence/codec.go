@@ -66,6 +66,14 @@ func EncodeBatch(b Batch) ([]byte, error) {
 
 	out := make([]byte, 0, encodedSize(b))
 	out = append(out, batchMagic[:]...)
+
+	return appendBatchBody(out, b), nil
+}
+
+// appendBatchBody appends the encoding of b without a header: the part of
+// EncodeBatch after "LVB" 0x01, which is also how EncodeMessage writes each
+// batch. The caller has validated b.
+func appendBatchBody(out []byte, b Batch) []byte {
 	out = appendString(out, b.ID)
 	out = binary.AppendUvarint(out, uint64(b.Shard))
 	out = binary.AppendUvarint(out, uint64(len(b.Votes)))
@@ -81,7 +89,7 @@ func EncodeBatch(b Batch) ([]byte, error) {
 		out = binary.AppendVarint(out, v.At)
 	}
 
-	return out, nil
+	return out
 }
 
 // encodedSize returns an upper bound of the encoded size of b, so that
@@ -197,14 +205,38 @@ type decoder struct {
 }
 
 func (d *decoder) batch() (Batch, error) {
-	if len(d.data) < len(batchMagic) || d.data[:3] != string(batchMagic[:3]) {
-		return Batch{}, fmt.Errorf("missing LVB header")
+	version, err := d.header()
+	if err != nil {
+		return Batch{}, err
 	}
-	if d.data[3] != batchMagic[3] {
-		return Batch{}, fmt.Errorf("format version %d, want %d", d.data[3], batchMagic[3])
+	if version != batchMagic[3] {
+		return Batch{}, fmt.Errorf("format version %d, want %d", version, batchMagic[3])
+	}
+
+	b, err := d.batchBody()
+	if err != nil {
+		return Batch{}, err
+	}
+
+	if d.off != len(d.data) {
+		return Batch{}, fmt.Errorf("%d trailing bytes", len(d.data)-d.off)
+	}
+
+	return b, nil
+}
+
+// header reads the "LVB" magic and returns the format version byte.
+func (d *decoder) header() (byte, error) {
+	if len(d.data) < len(batchMagic) || d.data[:3] != string(batchMagic[:3]) {
+		return 0, fmt.Errorf("missing LVB header")
 	}
 	d.off = len(batchMagic)
 
+	return d.data[3], nil
+}
+
+// batchBody reads what appendBatchBody writes.
+func (d *decoder) batchBody() (Batch, error) {
 	var b Batch
 	var err error
 	b.ID, err = d.string("id")
@@ -221,10 +253,6 @@ func (d *decoder) batch() (Batch, error) {
 	b.Votes, err = d.votes()
 	if err != nil {
 		return Batch{}, err
-	}
-
-	if d.off != len(d.data) {
-		return Batch{}, fmt.Errorf("%d trailing bytes", len(d.data)-d.off)
 	}
 
 	return b, nil

@@ -4,9 +4,13 @@
 // servers, an embedded nats-server whose JetStream files live under
 // Config.DataDir. It keeps five JetStream resources:
 //
-//   - stream LIVEVOTE_VOTES: one message per vote batch on subject
-//     livevote.votes.<shard>, deduplicated by the batch id (Nats-Msg-Id)
-//     within a 2 minute window, kept without an age or size limit;
+//   - stream LIVEVOTE_VOTES: vote batches on subject livevote.votes.log,
+//     kept without an age or size limit. A group commit puts the batches
+//     that wait while one publish is in flight into the next message, so
+//     one fsync covers the batches of many shards. A message of one batch
+//     is deduplicated by the batch id (Nats-Msg-Id) within a 2 minute
+//     window. Messages on livevote.votes.<shard>, one batch each, come from
+//     older releases and replay the same way;
 //   - KV bucket LIVEVOTE_RESULTS: the latest results document per poll;
 //   - KV bucket LIVEVOTE_CATALOG: events, polls and other catalog records;
 //   - KV bucket LIVEVOTE_SYSTEM: the shard ring (salt and shard count) and
@@ -17,7 +21,8 @@
 //
 // With SyncAlways (the default) the embedded server fsyncs every write before
 // it acknowledges it, so an acknowledged batch survives an OS crash or power
-// loss of the machine, as far as the disk honours fsync. With SyncInterval JetStream fsyncs on its own timer
+// loss of the machine, as far as the disk honours fsync. With SyncInterval
+// JetStream fsyncs on its own timer
 // (every 2 minutes in nats-server v2.15), so a process crash loses nothing
 // but an OS crash or power loss can lose the batches acknowledged since the
 // last fsync. In external mode the NATS servers' own sync settings decide.

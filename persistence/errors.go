@@ -15,7 +15,12 @@ var (
 	// in the data directory.
 	ErrShardMismatch = errors.New("persistence: shard count mismatch")
 
-	// ErrCorruptBatch reports bytes that DecodeBatch cannot read as a batch.
+	// ErrClosed reports an append that the Store did not take because it
+	// was closing or closed.
+	ErrClosed = errors.New("persistence: store closed")
+
+	// ErrCorruptBatch reports bytes that DecodeBatch or DecodeMessage cannot
+	// read.
 	ErrCorruptBatch = errors.New("persistence: corrupt vote batch")
 
 	// ErrInvalidBatch reports a batch that EncodeBatch or AppendBatch rejects

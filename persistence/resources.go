@@ -16,18 +16,23 @@ const (
 	SystemBucket    = "LIVEVOTE_SYSTEM"
 	SnapshotsBucket = "LIVEVOTE_SNAPSHOTS"
 
-	// voteSubjectPrefix followed by the shard number is the subject of a
-	// shard's batches.
-	voteSubjectPrefix = "livevote.votes."
+	// VoteSubject is the subject of the vote stream's messages, each of
+	// which holds the batches of one group commit.
+	VoteSubject = "livevote.votes.log"
+
+	// voteSubjects is the stream's subject filter. It also matches the
+	// per-shard subjects livevote.votes.<shard> of releases that stored one
+	// batch per message, so their messages stay in the stream and replay.
+	voteSubjects = "livevote.votes.*"
 )
 
 // DuplicateWindow is how long the vote stream remembers a batch id. A batch
 // appended again with the same id within this window is stored once.
 const DuplicateWindow = 2 * time.Minute
 
-// maxMessageBytes is the largest vote stream message: a batch of
-// MaxBatchBytes plus room for the headers.
-const maxMessageBytes = MaxBatchBytes + 4096
+// maxMessageBytes is the largest vote stream message: MaxMessageBytes plus
+// room for the headers.
+const maxMessageBytes = MaxMessageBytes + messageHeaderRoom
 
 // ensureResources creates or updates the stream, buckets and object store.
 // Every step is idempotent, so concurrent Opens against one cluster agree.
@@ -36,8 +41,8 @@ func (s *Store) ensureResources(ctx context.Context) error {
 
 	s.votes, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        VotesStream,
-		Description: "LiveVote vote batches, one subject per shard",
-		Subjects:    []string{voteSubjectPrefix + "*"},
+		Description: "LiveVote vote batches, several per message",
+		Subjects:    []string{voteSubjects},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,

@@ -33,6 +33,8 @@ type Store struct {
 	system    jetstream.KeyValue
 	snapshots jetstream.ObjectStore
 
+	commit *committer // nil until Open succeeds
+
 	server *server.Server // nil in external mode
 	dir    *dataDir       // nil in external mode
 
@@ -71,6 +73,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 
+	s.startCommitter()
 	s.logStart()
 
 	return s, nil
@@ -151,14 +154,15 @@ func (s *Store) checkServer(ctx context.Context) error {
 
 	maxPayload := s.nc.MaxPayload()
 	if maxPayload < maxMessageBytes {
-		return fmt.Errorf("%w: NATS server max_payload is %d bytes, below the %d bytes that a vote batch "+
+		return fmt.Errorf("%w: NATS server max_payload is %d bytes, below the %d bytes that a vote stream "+
 			"message may need; raise max_payload to at least %d", ErrInvalidArgument, maxPayload, maxMessageBytes, maxMessageBytes)
 	}
 
 	return nil
 }
 
-// Close drains the connection, shuts down the embedded server, waits for it
+// Close returns ErrClosed to every append that waits for the group commit,
+// cancels the publish in flight, drains the connection, shuts down the embedded server, waits for it
 // to stop and releases the data directory lock. Calls after the first return
 // the first result.
 func (s *Store) Close() error {
@@ -177,6 +181,8 @@ func (s *Store) Close() error {
 // shutdown releases whatever connect and setup acquired, in reverse order.
 func (s *Store) shutdown() error {
 	var errs []error
+
+	s.stopCommitter()
 
 	if s.nc != nil {
 		errs = append(errs, s.drain())

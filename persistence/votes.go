@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// replayPullMessages is the number of messages that Replay's ordered
-// consumer keeps in flight: about 2.5 MiB of typical 100-vote batches and at
-// most 128 MiB of MaxBatchBytes batches. It is a message count because
+// replayPullMessages is the number of messages that the replay's ordered
+// consumer keeps in flight: a few MiB of typical messages and at most
+// 240 MiB of MaxMessageBytes messages. It is a message count because
 // BenchmarkReplay with nats.go v1.56's byte-limited pull option saw occasional
 // slow-consumer drops. Each drop forces a consumer reset.
 const replayPullMessages = 256
@@ -22,51 +20,68 @@ const replayPullMessages = 256
 // whose client stopped pulling before it deletes the consumer.
 const replayInactiveThreshold = 30 * time.Second
 
-// VoteSubject returns the subject of a shard's vote batches.
-func VoteSubject(shard int) string {
-	return voteSubjectPrefix + strconv.Itoa(shard)
-}
-
-// AppendBatch encodes b, publishes it to the subject of b.Shard with b.ID as
-// the JetStream Msg-Id and waits for the acknowledgement. It returns the
-// stream sequence. A batch whose id the stream stored less than
-// DuplicateWindow ago is not stored again, and AppendBatch returns the
-// sequence of the stored copy with a nil error. So a retry with the same id
-// after a timeout is safe within that window, but a later one stores the
-// batch again. An invalid batch wraps ErrInvalidBatch and one above
-// MaxBatchBytes wraps ErrBatchTooLarge, and neither is published. When ctx
-// has no deadline, AppendBatch gives up after DefaultTimeout.
+// AppendBatch stores b in the vote stream and returns the stream sequence
+// of the message that holds it, once JetStream has acknowledged that
+// message. It never reports success for a batch that is not stored.
+//
+// Group commit: AppendBatch hands b to the Store's committer, which
+// publishes one message at a time. Batches that arrive from any caller
+// while a publish is in flight wait, and the next message carries all of
+// them that fit MaxMessageBytes, so every caller of one message gets the
+// same sequence. At most MaxPendingAppends batches wait, and AppendBatch
+// blocks on a full queue until ctx ends. A batch whose ctx ends before its
+// message is published is left out of it.
+//
+// A message that holds b alone uses b.ID as its JetStream Msg-Id: a batch
+// whose id the stream stored that way less than DuplicateWindow ago is not
+// stored again, and AppendBatch returns the sequence of the stored copy. A
+// message of several batches gets a fresh Msg-Id, so a retry that shares a
+// message with other batches may be stored twice. Callers that apply
+// batches idempotently, as the shard actors do, count it once.
+//
+// An invalid batch wraps ErrInvalidBatch and one above MaxBatchBytes wraps
+// ErrBatchTooLarge, and neither is published. A failed publish returns an
+// error to every caller of the message, and after Close AppendBatch returns
+// ErrClosed. An error after the publish started means the batch may be
+// stored anyway. When ctx has no deadline, AppendBatch gives up after
+// DefaultTimeout.
 func (s *Store) AppendBatch(ctx context.Context, b Batch) (seq uint64, err error) {
-	data, err := EncodeBatch(b)
+	err = validateBatch(b)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%w: batch %q: %v", ErrInvalidBatch, b.ID, err)
 	}
-	if len(data) > MaxBatchBytes {
+
+	body := appendBatchBody(make([]byte, 0, encodedSize(b)), b)
+	if len(batchMagic)+len(body) > MaxBatchBytes {
 		return 0, fmt.Errorf("%w: batch %q of %d votes encodes to %d bytes, above the limit of %d; "+
-			"split it into smaller batches", ErrBatchTooLarge, b.ID, len(b.Votes), len(data), MaxBatchBytes)
+			"split it into smaller batches", ErrBatchTooLarge, b.ID, len(b.Votes), len(batchMagic)+len(body), MaxBatchBytes)
 	}
 
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 
-	msg := &nats.Msg{Subject: VoteSubject(b.Shard), Data: data}
-	ack, err := s.js.PublishMsg(ctx, msg,
-		jetstream.WithMsgID(b.ID),
-		jetstream.WithExpectStream(VotesStream))
-	if err != nil {
-		return 0, fmt.Errorf("append batch %q to shard %d: %w", b.ID, b.Shard, err)
+	if ctx.Err() != nil {
+		return 0, fmt.Errorf("append batch %q of shard %d: %w", b.ID, b.Shard, ctx.Err())
 	}
 
-	return ack.Sequence, nil
+	req := &appendRequest{ctx: ctx, batch: b, body: body, reply: make(chan appendReply, 1)}
+	seq, err = s.submit(ctx, req)
+	if err != nil {
+		return 0, fmt.Errorf("append batch %q of shard %d: %w", b.ID, b.Shard, err)
+	}
+
+	return seq, nil
 }
 
 // Replay calls fn with every batch of shard whose stream sequence is above
 // afterSeq, in stream order, and returns the number of batches and the last
-// sequence delivered, or afterSeq when there were none. It returns once the
-// consumer reports no pending batch, so batches appended during the replay
-// may or may not be delivered. The first error of fn stops the replay and is
-// returned with the count and last sequence of the batches before it. A stored
-// message that does not decode stops the replay with an error wrapping
+// sequence delivered, or afterSeq when there were none. It reads every
+// message after afterSeq and skips the batches of other shards, so its cost
+// is that of ReplayAll from afterSeq. It returns once the consumer reports
+// no pending message, so batches appended during the replay may or may not
+// be delivered. The first error of fn stops the replay and is returned with
+// the count and last sequence of the batches before it. A stored message
+// that does not decode stops the replay with an error wrapping
 // ErrCorruptBatch. When ctx has no deadline, each wait for the next message
 // gives up after DefaultTimeout.
 func (s *Store) Replay(ctx context.Context, shard int, afterSeq uint64,
@@ -75,16 +90,21 @@ func (s *Store) Replay(ctx context.Context, shard int, afterSeq uint64,
 		return 0, afterSeq, fmt.Errorf("%w: shard %d is outside [0, %d)", ErrInvalidArgument, shard, MaxShards)
 	}
 
-	subject := VoteSubject(shard)
-	lastSeq, err := s.lastSequence(ctx, subject)
-	if err != nil {
-		return 0, afterSeq, fmt.Errorf("replay shard %d: %w", shard, err)
-	}
-	if lastSeq <= afterSeq {
-		return 0, afterSeq, nil
-	}
+	last = afterSeq
+	_, _, err = s.ReplayAll(ctx, afterSeq, func(seq uint64, b Batch) error {
+		if b.Shard != shard {
+			return nil
+		}
 
-	n, last, err = s.replayFrom(ctx, subject, afterSeq, fn)
+		err := fn(seq, b)
+		if err != nil {
+			return err
+		}
+		n++
+		last = seq
+
+		return nil
+	})
 	if err != nil {
 		return n, last, fmt.Errorf("replay shard %d after sequence %d: %w", shard, last, err)
 	}
@@ -92,32 +112,56 @@ func (s *Store) Replay(ctx context.Context, shard int, afterSeq uint64,
 	return n, last, nil
 }
 
-// lastSequence returns the stream sequence of the last message on subject,
-// or 0 when there is none.
-func (s *Store) lastSequence(ctx context.Context, subject string) (uint64, error) {
+// ReplayAll calls fn with every batch of every message whose stream
+// sequence is above afterSeq, in stream order and in a single pass. It
+// returns the number of messages read and the sequence of the last one, or
+// afterSeq when there were none. The batches of one message share its
+// sequence and come in the order they were appended. It returns once the
+// consumer reports no pending message, so messages appended during the
+// replay may or may not be delivered. The first error of fn stops the replay
+// and is returned. A stored message that does not decode stops the replay
+// with an error wrapping ErrCorruptBatch. When ctx has no deadline, each
+// wait for the next message gives up after DefaultTimeout.
+func (s *Store) ReplayAll(ctx context.Context, afterSeq uint64,
+	fn func(seq uint64, b Batch) error) (messages int, last uint64, err error) {
+	lastSeq, err := s.lastSequence(ctx)
+	if err != nil {
+		return 0, afterSeq, fmt.Errorf("replay vote stream: %w", err)
+	}
+	if lastSeq <= afterSeq {
+		return 0, afterSeq, nil
+	}
+
+	messages, last, err = s.replayFrom(ctx, afterSeq, fn)
+	if err != nil {
+		return messages, last, fmt.Errorf("replay vote stream after sequence %d: %w", last, err)
+	}
+
+	return messages, last, nil
+}
+
+// lastSequence returns the sequence of the last message in the vote
+// stream, or 0 when it is empty.
+func (s *Store) lastSequence(ctx context.Context) (uint64, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 
-	msg, err := s.votes.GetLastMsgForSubject(ctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
-	}
+	info, err := s.votes.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("read last message of %s: %w", subject, err)
+		return 0, fmt.Errorf("read state of stream %s: %w", VotesStream, err)
 	}
 
-	return msg.Sequence, nil
+	return info.State.LastSeq, nil
 }
 
-// replayFrom delivers the messages of subject after afterSeq until the
-// consumer reports none pending. The caller has checked that at least one
-// exists, so the first wait cannot run into an empty subject.
-func (s *Store) replayFrom(ctx context.Context, subject string, afterSeq uint64,
+// replayFrom delivers the messages after afterSeq until the consumer
+// reports none pending. The caller has checked that at least one exists, so
+// the first wait cannot run into an empty stream.
+func (s *Store) replayFrom(ctx context.Context, afterSeq uint64,
 	fn func(seq uint64, b Batch) error) (n int, last uint64, err error) {
 	last = afterSeq
 
 	consumer, err := s.votes.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{subject},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       afterSeq + 1,
 		InactiveThreshold: replayInactiveThreshold,
@@ -146,8 +190,8 @@ func (s *Store) replayFrom(ctx context.Context, subject string, afterSeq uint64,
 	}
 }
 
-// replayNext waits for one message, decodes it and hands it to fn. It
-// returns the message's stream sequence and the number of messages still
+// replayNext waits for one message, decodes it and hands each of its
+// batches to fn. It returns the message's stream sequence and the number of messages still
 // pending on the consumer.
 func (s *Store) replayNext(ctx context.Context, iter jetstream.MessagesContext,
 	fn func(seq uint64, b Batch) error) (seq, pending uint64, err error) {
@@ -163,14 +207,16 @@ func (s *Store) replayNext(ctx context.Context, iter jetstream.MessagesContext,
 		return 0, 0, fmt.Errorf("read message metadata: %w", err)
 	}
 
-	b, err := DecodeBatch(msg.Data())
+	batches, err := DecodeMessage(msg.Data())
 	if err != nil {
 		return 0, 0, fmt.Errorf("stream sequence %d: %w", meta.Sequence.Stream, err)
 	}
 
-	err = fn(meta.Sequence.Stream, b)
-	if err != nil {
-		return 0, 0, err
+	for _, b := range batches {
+		err = fn(meta.Sequence.Stream, b)
+		if err != nil {
+			return 0, 0, err
+		}
 	}
 
 	return meta.Sequence.Stream, meta.NumPending, nil

@@ -283,7 +283,7 @@ func TestReplayCorruptMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.JetStream().Publish(t.Context(), VoteSubject(4), []byte(`{"id":"json"}`))
+	_, err = s.JetStream().Publish(t.Context(), VoteSubject, []byte(`{"id":"json"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
