@@ -87,13 +87,53 @@ type Hub struct {
 
 	// mu guards subscribers. Broadcasts hold it for reading only.
 	mu          sync.RWMutex
-	subscribers map[string]map[Subscriber]struct{} // event id -> set
+	subscribers map[string]*eventSubscribers // by event id
 }
 
 // Subscriber receives pre-encoded frames for one event. Enqueue must not block: a
 // subscriber whose queue is full drops itself (closing its socket) and returns false.
 type Subscriber interface {
 	Enqueue(frame []byte) bool
+}
+
+// Role is what a subscriber may receive. Audience subscribers get the results of
+// polls whose results are visible only; presenters get every poll's results.
+type Role int
+
+// Subscriber roles.
+const (
+	// RoleAudience is a voter's socket.
+	RoleAudience Role = iota
+	// RolePresenter is a socket that proved it holds the event's presenter token.
+	RolePresenter
+)
+
+// String returns "audience" or "presenter".
+func (r Role) String() string {
+	if r == RolePresenter {
+		return "presenter"
+	}
+	return "audience"
+}
+
+// eventSubscribers holds the sockets of one event by role.
+type eventSubscribers struct {
+	audience   map[Subscriber]struct{}
+	presenters map[Subscriber]struct{}
+}
+
+func (e *eventSubscribers) set(role Role) map[Subscriber]struct{} {
+	if role == RolePresenter {
+		return e.presenters
+	}
+	return e.audience
+}
+
+// Presence is the number of subscribed sockets of one event, by role.
+type Presence struct {
+	EventID    string `json:"event"`
+	Audience   int    `json:"audience"`
+	Presenters int    `json:"presenters"`
 }
 
 // New builds a Hub and registers every stored poll with the shard actors.
@@ -131,7 +171,7 @@ func New(cfg Config) (*Hub, error) {
 		timeout:     timeout,
 		voteRate:    rate,
 		voteBurst:   burst,
-		subscribers: make(map[string]map[Subscriber]struct{}),
+		subscribers: make(map[string]*eventSubscribers),
 	}
 	for _, p := range h.registry.Polls() {
 		h.shards.RegisterPoll(pollInfo(p))
@@ -274,10 +314,15 @@ func (h *Hub) Results(pollID string) (actors.Results, error) {
 	return emptyResults(poll), nil
 }
 
-// EventResults returns the latest document of every poll in an event, in poll order.
-func (h *Hub) EventResults(ev Event) []actors.Results {
+// EventResults returns the latest document of every poll in an event that role may
+// see, in poll order: presenters get every poll, the audience only polls whose
+// results are visible.
+func (h *Hub) EventResults(ev Event, role Role) []actors.Results {
 	docs := make([]actors.Results, 0, len(ev.Polls))
 	for _, p := range ev.Polls {
+		if role != RolePresenter && !p.ResultsVisible {
+			continue
+		}
 		if doc, ok := h.shards.Results(p.ID); ok {
 			docs = append(docs, doc)
 		} else {
@@ -295,36 +340,95 @@ func emptyResults(p Poll) actors.Results {
 	return actors.Results{Poll: p.ID, Event: p.Event, Counts: counts, Final: p.State == PollClosed, UpdatedAt: p.CreatedAt}
 }
 
-// Subscribe adds s to the fan-out of an event and returns the function that removes it.
-func (h *Hub) Subscribe(eventID string, s Subscriber) (unsubscribe func()) {
+// Subscribe adds s to the fan-out of an event in role and returns the function
+// that removes it.
+func (h *Hub) Subscribe(eventID string, s Subscriber, role Role) (unsubscribe func()) {
 	h.mu.Lock()
-	set := h.subscribers[eventID]
-	if set == nil {
-		set = make(map[Subscriber]struct{})
-		h.subscribers[eventID] = set
+	subs := h.subscribers[eventID]
+	if subs == nil {
+		subs = &eventSubscribers{audience: make(map[Subscriber]struct{}), presenters: make(map[Subscriber]struct{})}
+		h.subscribers[eventID] = subs
 	}
-	set[s] = struct{}{}
+	subs.set(role)[s] = struct{}{}
 	h.mu.Unlock()
 
 	return func() {
 		h.mu.Lock()
-		delete(h.subscribers[eventID], s)
-		if len(h.subscribers[eventID]) == 0 {
+		delete(subs.set(role), s)
+		if len(subs.audience) == 0 && len(subs.presenters) == 0 && h.subscribers[eventID] == subs {
 			delete(h.subscribers, eventID)
 		}
 		h.mu.Unlock()
 	}
 }
 
-// Publish fans a results document out to every subscriber of its event. The aggregator
-// calls it; the frame is encoded once for all sockets.
+// Presence returns the subscribed sockets of one event by role.
+func (h *Hub) Presence(eventID string) Presence {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+
+	p := Presence{EventID: eventID}
+	if subs := h.subscribers[eventID]; subs != nil {
+		p.Audience, p.Presenters = len(subs.audience), len(subs.presenters)
+	}
+	return p
+}
+
+// AllPresence returns the presence of every event that has a subscribed socket, in
+// no particular order.
+func (h *Hub) AllPresence() []Presence {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+
+	out := make([]Presence, 0, len(h.subscribers))
+	for id, subs := range h.subscribers {
+		out = append(out, Presence{EventID: id, Audience: len(subs.audience), Presenters: len(subs.presenters)})
+	}
+	return out
+}
+
+// Publish fans a results document out to the subscribers of its event. The
+// aggregator calls it; the frame is encoded once for all sockets. While the poll's
+// results are hidden, only presenters get it.
 func (h *Hub) Publish(doc actors.Results) {
 	frame, err := EncodeResultsFrame(doc)
 	if err != nil {
 		h.logger.Error("encode results failed", "poll", doc.Poll, "error", err)
 		return
 	}
-	h.broadcast(doc.Event, frame)
+	h.broadcast(doc.Event, frame, h.registry.ResultsVisible(doc.Poll))
+}
+
+// ShowResults shows (visible true) or hides a poll's results from the audience and
+// tells every subscriber of the event the poll's new state. Once results are shown,
+// the latest document goes to the audience at once; while they are hidden, audience
+// sockets get no results document of the poll.
+func (h *Hub) ShowResults(ctx context.Context, pollID string, visible bool) (Poll, error) {
+	poll, err := h.registry.SetResultsVisible(ctx, pollID, visible)
+	if err != nil {
+		return Poll{}, err
+	}
+	h.broadcastPoll(poll)
+	if visible {
+		h.revealLatest(poll)
+	}
+	h.logger.Info("poll results visibility changed", "event", poll.Event, "poll", poll.ID, "results_visible", visible)
+	return poll, nil
+}
+
+// revealLatest sends the poll's latest document to the audience, who did not get it
+// while the results were hidden. Clients drop it if they already hold its version.
+func (h *Hub) revealLatest(poll Poll) {
+	doc, ok := h.shards.Results(poll.ID)
+	if !ok {
+		doc = emptyResults(poll)
+	}
+	frame, err := EncodeResultsFrame(doc)
+	if err != nil {
+		h.logger.Error("encode results failed", "poll", poll.ID, "error", err)
+		return
+	}
+	h.broadcastTo(poll.Event, frame, RoleAudience)
 }
 
 func (h *Hub) broadcastPoll(p Poll) {
@@ -336,22 +440,61 @@ func (h *Hub) broadcastPoll(p Poll) {
 		h.logger.Error("encode poll failed", "poll", p.ID, "error", err)
 		return
 	}
-	h.broadcast(p.Event, frame)
+	h.broadcast(p.Event, frame, true)
 }
 
-// broadcast hands frame to every subscriber of the event without blocking on any of them.
-func (h *Hub) broadcast(eventID string, frame []byte) {
+// broadcast hands frame to every presenter of the event and, when toAudience is
+// true, to every audience socket, without blocking on any of them.
+func (h *Hub) broadcast(eventID string, frame []byte, toAudience bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 
-	dropped := 0
-	for s := range h.subscribers[eventID] {
+	subs := h.subscribers[eventID]
+	if subs == nil {
+		return
+	}
+	sent, dropped := enqueueAll(subs.presenters, frame)
+	if toAudience {
+		n, d := enqueueAll(subs.audience, frame)
+		sent, dropped = sent+n, dropped+d
+	}
+	h.metrics.observeBroadcast(sent, dropped)
+}
+
+// broadcastTo hands frame to the subscribers of the event in one role.
+func (h *Hub) broadcastTo(eventID string, frame []byte, role Role) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+
+	subs := h.subscribers[eventID]
+	if subs == nil {
+		return
+	}
+	sent, dropped := enqueueAll(subs.set(role), frame)
+	h.metrics.observeBroadcast(sent, dropped)
+}
+
+func enqueueAll(set map[Subscriber]struct{}, frame []byte) (sent, dropped int) {
+	for s := range set {
 		if !s.Enqueue(frame) {
 			dropped++
 		}
 	}
-	h.metrics.observeBroadcast(len(h.subscribers[eventID]), dropped)
+	return len(set), dropped
 }
+
+// ShardStats returns the counters of every shard when the shard actors report
+// them (as *actors.System does), and false otherwise.
+func (h *Hub) ShardStats() (actors.Stats, bool) {
+	reporter, ok := h.shards.(interface{ Stats() actors.Stats })
+	if !ok {
+		return actors.Stats{}, false
+	}
+	return reporter.Stats(), true
+}
+
+// Ring returns the consistent-hash ring that maps voters to shards.
+func (h *Hub) Ring() *Ring { return h.ring }
 
 // EncodeResultsFrame encodes a results document as the WebSocket "results" message.
 func EncodeResultsFrame(doc actors.Results) ([]byte, error) {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Metrics holds the Prometheus instruments of the hub and its sockets. A nil *Metrics
@@ -105,4 +106,63 @@ func (m *Metrics) SessionIssued() {
 	if m != nil {
 		m.sessionsIssued.Inc()
 	}
+}
+
+// MetricsSnapshot is a point-in-time copy of the hub's cumulative counters, from
+// which the operator dashboard computes rates and latency percentiles over a window.
+type MetricsSnapshot struct {
+	// Answered counts votes answered with any outcome; Accepted counts those
+	// answered accepted.
+	Answered uint64
+	Accepted uint64
+	// Sockets is the number of open WebSocket connections.
+	Sockets int
+	// AckBuckets holds the upper bounds of the ack-latency histogram in seconds, and
+	// AckCounts the cumulative count of answers at or below each bound, as in
+	// /metrics (livevote_ack_seconds). AckTotal counts every answer, +Inf included.
+	AckBuckets []float64
+	AckCounts  []uint64
+	AckTotal   uint64
+}
+
+// Snapshot returns the current counters. A nil *Metrics returns a zero snapshot.
+func (m *Metrics) Snapshot() MetricsSnapshot {
+	var snap MetricsSnapshot
+	if m == nil {
+		return snap
+	}
+
+	votes := make(chan prometheus.Metric, 32)
+	go func() {
+		m.votes.Collect(votes)
+		close(votes)
+	}()
+	for metric := range votes {
+		var out dto.Metric
+		if metric.Write(&out) != nil || out.Counter == nil {
+			continue
+		}
+		n := uint64(out.Counter.GetValue())
+		snap.Answered += n
+		for _, label := range out.Label {
+			if label.GetName() == "outcome" && label.GetValue() == "accepted" {
+				snap.Accepted += n
+			}
+		}
+	}
+
+	var hist dto.Metric
+	if err := m.ackSeconds.(prometheus.Metric).Write(&hist); err == nil && hist.Histogram != nil {
+		snap.AckTotal = hist.Histogram.GetSampleCount()
+		for _, b := range hist.Histogram.Bucket {
+			snap.AckBuckets = append(snap.AckBuckets, b.GetUpperBound())
+			snap.AckCounts = append(snap.AckCounts, b.GetCumulativeCount())
+		}
+	}
+
+	var sockets dto.Metric
+	if err := m.sockets.Write(&sockets); err == nil && sockets.Gauge != nil {
+		snap.Sockets = int(sockets.Gauge.GetValue())
+	}
+	return snap
 }

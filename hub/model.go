@@ -64,16 +64,20 @@ type Option struct {
 
 // Poll is a question with options, owned by an event.
 type Poll struct {
-	ID          string     `json:"id"`
-	Event       string     `json:"event"`
-	Question    string     `json:"question"`
-	Options     []Option   `json:"options"`
-	Kind        PollKind   `json:"kind"`
-	AllowChange bool       `json:"allow_change"`
-	State       PollState  `json:"state"`
-	CreatedAt   time.Time  `json:"created_at"`
-	OpenedAt    *time.Time `json:"opened_at,omitempty"`
-	ClosedAt    *time.Time `json:"closed_at,omitempty"`
+	ID          string   `json:"id"`
+	Event       string   `json:"event"`
+	Question    string   `json:"question"`
+	Options     []Option `json:"options"`
+	Kind        PollKind `json:"kind"`
+	AllowChange bool     `json:"allow_change"`
+	// ResultsVisible reports whether audience sockets and the public results
+	// endpoint get the poll's results. While it is false, results documents
+	// go only to presenters.
+	ResultsVisible bool       `json:"results_visible"`
+	State          PollState  `json:"state"`
+	CreatedAt      time.Time  `json:"created_at"`
+	OpenedAt       *time.Time `json:"opened_at,omitempty"`
+	ClosedAt       *time.Time `json:"closed_at,omitempty"`
 }
 
 // Event is a session of polls that an audience joins with its join code.
@@ -94,6 +98,9 @@ type NewPoll struct {
 	Options     []string `json:"options"`
 	Kind        PollKind `json:"kind"`
 	AllowChange bool     `json:"allow_change"`
+	// ResultsVisible sets whether the audience sees the results from the
+	// start. Nil means true: results are shown unless the presenter hides them.
+	ResultsVisible *bool `json:"results_visible,omitempty"`
 }
 
 // validateText returns s trimmed of surrounding white space, or an *Error with
@@ -164,7 +171,12 @@ func validateNewPoll(p NewPoll) (NewPoll, error) {
 		labels[i] = label
 	}
 
-	return NewPoll{Question: question, Options: labels, Kind: kind, AllowChange: p.AllowChange}, nil
+	visible := true
+	if p.ResultsVisible != nil {
+		visible = *p.ResultsVisible
+	}
+
+	return NewPoll{Question: question, Options: labels, Kind: kind, AllowChange: p.AllowChange, ResultsVisible: &visible}, nil
 }
 
 // optionID returns the id of the option at index (0-based): "o1" for the first.

@@ -79,8 +79,10 @@ func newPoll(eventID string, p NewPoll, now time.Time) Poll {
 		Options:     options,
 		Kind:        p.Kind,
 		AllowChange: p.AllowChange,
-		State:       PollDraft,
-		CreatedAt:   now,
+		// validateNewPoll always sets ResultsVisible.
+		ResultsVisible: p.ResultsVisible == nil || *p.ResultsVisible,
+		State:          PollDraft,
+		CreatedAt:      now,
 	}
 }
 
@@ -155,6 +157,31 @@ func (r *Registry) ClosePoll(ctx context.Context, id string) (Poll, error) {
 	})
 }
 
+// SetResultsVisible shows (visible true) or hides the poll's results from the
+// audience and returns the poll. It works in every state, closed included,
+// and setting the current value changes nothing. An unknown poll gets an
+// *Error with CodeUnknownPoll.
+func (r *Registry) SetResultsVisible(ctx context.Context, id string, visible bool) (Poll, error) {
+	return r.changePoll(ctx, id, func(poll *Poll, _ time.Time) (bool, error) {
+		if poll.ResultsVisible == visible {
+			return false, nil
+		}
+
+		poll.ResultsVisible = visible
+
+		return true, nil
+	})
+}
+
+// ResultsVisible reports whether the poll's results may go to the audience.
+// An unknown poll reports false.
+func (r *Registry) ResultsVisible(id string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+
+	return r.polls[id].ResultsVisible
+}
+
 // changePoll applies change to a copy of the poll and, when change reports a
 // change, stores the copy in the catalog and then in memory.
 func (r *Registry) changePoll(ctx context.Context, id string, change func(*Poll, time.Time) (bool, error)) (Poll, error) {
@@ -187,7 +214,7 @@ func (r *Registry) changePoll(ctx context.Context, id string, change func(*Poll,
 	r.polls[id] = next
 	r.mu.Unlock()
 
-	r.logger.Debug("poll state changed", "event", next.Event, "poll", id, "from", current.State, "to", next.State)
+	r.logger.Debug("poll changed", "event", next.Event, "poll", id, "from", current.State, "to", next.State, "results_visible", next.ResultsVisible)
 
 	return clonePoll(next), nil
 }

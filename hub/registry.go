@@ -399,13 +399,23 @@ func decodeEvent(key string, value []byte) (storedEvent, error) {
 	return stored, nil
 }
 
-// decodePoll decodes and checks the poll stored under key.
+// decodePoll decodes and checks the poll stored under key. A record written
+// before polls had results_visible gets true, the default of new polls.
 func decodePoll(key string, value []byte) (Poll, error) {
 	var poll Poll
 	err := json.Unmarshal(value, &poll)
 	if err != nil {
 		return Poll{}, fmt.Errorf("%w: decode %s: %w", ErrCatalog, key, err)
 	}
+
+	var visibility struct {
+		ResultsVisible *bool `json:"results_visible"`
+	}
+	err = json.Unmarshal(value, &visibility)
+	if err != nil {
+		return Poll{}, fmt.Errorf("%w: decode %s: %w", ErrCatalog, key, err)
+	}
+	poll.ResultsVisible = visibility.ResultsVisible == nil || *visibility.ResultsVisible
 
 	if key != pollKeyPrefix+poll.ID {
 		return Poll{}, fmt.Errorf("%w: %s contains poll id %q, want the id in the key", ErrCatalog, key, poll.ID)

@@ -192,6 +192,8 @@ function handlePollMessage(poll) {
     announce(`Poll open: ${poll.question}`);
   } else if (poll.state === "closed" && previous?.state === "open") {
     announce(`Voting closed: ${poll.question}`);
+  } else if (poll.results_visible !== false && previous?.results_visible === false) {
+    announce(`Results shown: ${poll.question}`);
   }
   renderPolls();
 }
@@ -409,9 +411,26 @@ function pollOfVote(voteId) {
 
 // Vote states: the newest vote per poll and what happened to it.
 
+// setVoteState shows vote as the poll's newest vote and stores it for the
+// next visit. Other tabs of the same event share the storage, so only this
+// poll's entry is written, and a vote that another tab got counted stays
+// stored until a newer vote is counted: a vote on its way keeps the counted
+// one beside it ("replaces"), and a refusal puts it back.
 function setVoteState(pollId, vote) {
   voteStates[pollId] = vote;
-  localStore.set(storageKeys.votes, voteStates);
+
+  const stored = localStore.get(storageKeys.votes) ?? {};
+  const previous = stored[pollId];
+  let next = vote;
+  if (vote.state === "refused" && previous?.vote_id === vote.vote_id && previous.replaces) {
+    next = previous.replaces;
+  } else if (vote.state !== "counted" && vote.state !== "refused" && previous?.state === "counted" && previous.vote_id !== vote.vote_id) {
+    next = { ...vote, replaces: previous };
+  } else if (previous?.vote_id === vote.vote_id && previous.replaces && vote.state !== "counted") {
+    next = { ...vote, replaces: previous.replaces };
+  }
+  stored[pollId] = next;
+  localStore.set(storageKeys.votes, stored);
   refreshView(pollId);
 }
 
@@ -644,6 +663,11 @@ function hintText(poll) {
 
 function updateResults(view, poll) {
   const doc = results.get(poll.id);
+  if (poll.results_visible === false) {
+    view.bars.hidden = true;
+    view.totals.textContent = "The presenter is not showing the results right now.";
+    return;
+  }
   view.bars.hidden = !doc;
   if (!doc) {
     view.totals.textContent = "";

@@ -240,12 +240,17 @@ export function backoffDelay(attempt, random = Math.random) {
 }
 
 // socketURL returns the WebSocket URL of an event on this page's host,
-// with wss: for pages loaded over HTTPS.
-export function socketURL(code, session) {
+// with wss: for pages loaded over HTTPS. A role of "presenter" asks for a
+// presenter socket, which must send {"type":"auth","token"} first; the
+// token itself never goes into the URL.
+export function socketURL(code, session, role) {
   const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
   const params = new URLSearchParams({ event: code });
   if (session) {
     params.set("session", session);
+  }
+  if (role) {
+    params.set("role", role);
   }
   return `${scheme}//${window.location.host}/ws?${params}`;
 }
@@ -498,9 +503,18 @@ export function createElement(tag, attributes = {}, ...children) {
   return element;
 }
 
+// COUNT_ANIMATION_MS is how long a bar's number takes to count up or down
+// to a new value. Users who ask for reduced motion see the value at once.
+const COUNT_ANIMATION_MS = 700;
+
+const reducedMotion = typeof window.matchMedia === "function"
+  ? window.matchMedia("(prefers-reduced-motion: reduce)")
+  : { matches: true };
+
 // BarChart draws a poll's counts as one bar per option in a list element.
 // Bar widths are the option's share of shareBase, and a CSS transition on
-// the width animates each change.
+// the width animates each change while the numbers count to their new
+// value, so the chart moves smoothly between broadcasts.
 export class BarChart {
   #list;
   #rows = new Map();
@@ -547,10 +561,43 @@ export class BarChart {
 
   #update(row, count, share) {
     row.fill.style.width = `${(share * 100).toFixed(2)}%`;
-    row.count.textContent = formatCount(count);
     row.unit.textContent = count === 1 ? " vote, " : " votes, ";
     row.percent.textContent = formatPercent(share);
+    row.item.dataset.count = String(count);
+    animateCount(row, count);
   }
+}
+
+// animateCount moves the number shown in row.count from its current value
+// to target over COUNT_ANIMATION_MS, ending exactly on target. Browsers do
+// not run animation frames in background tabs, so a timer sets the final
+// value in any case.
+function animateCount(row, target) {
+  cancelAnimationFrame(row.frame ?? 0);
+  clearTimeout(row.finish ?? 0);
+  const from = row.shown ?? 0;
+  const finish = () => {
+    cancelAnimationFrame(row.frame ?? 0);
+    row.shown = target;
+    row.count.textContent = formatCount(target);
+  };
+  if (from === target || reducedMotion.matches || document.hidden) {
+    finish();
+    return;
+  }
+
+  const started = performance.now();
+  const step = (now) => {
+    const progress = Math.min(1, (now - started) / COUNT_ANIMATION_MS);
+    const eased = 1 - (1 - progress) ** 3;
+    row.shown = progress >= 1 ? target : Math.round(from + (target - from) * eased);
+    row.count.textContent = formatCount(row.shown);
+    if (progress < 1) {
+      row.frame = requestAnimationFrame(step);
+    }
+  };
+  row.frame = requestAnimationFrame(step);
+  row.finish = setTimeout(finish, COUNT_ANIMATION_MS + 100);
 }
 
 function createBarRow(label) {

@@ -1,11 +1,13 @@
 // Presenter page (/present/{code}): the join code, link and QR code for the
-// room, a form to create polls, Open and Close buttons, and a live bar
-// chart of the selected poll.
+// room, a form to create polls, Open, Close, Hide results and Show results
+// buttons, CSV export, and a live bar chart of the selected poll with its
+// participation (voters over connected audience).
 //
 // The presenter token arrives in the URL fragment (#token=...), which the
 // browser never sends to the server. The page keeps it in sessionStorage,
-// sends it only in the Authorization header, and removes the fragment from
-// the address bar because the room may see it on the projector.
+// sends it only in the Authorization header and in the first message of
+// its presenter socket, and removes the fragment from the address bar
+// because the room may see it on the projector.
 
 import {
   BarChart,
@@ -14,6 +16,7 @@ import {
   apiRequest,
   createElement,
   describeError,
+  formatPercent,
   isPoll,
   joinCodeFromPath,
   plural,
@@ -21,7 +24,6 @@ import {
   sessionStore,
   socketURL,
 } from "./common.js";
-import { encodeQR, renderQR } from "./qr.js";
 
 // A poll has between MIN_OPTIONS and MAX_OPTIONS options.
 const MIN_OPTIONS = 2;
@@ -45,6 +47,8 @@ const dom = {
   chartBars: document.getElementById("chart-bars"),
   chartTotals: document.getElementById("chart-totals"),
   chartFinal: document.getElementById("chart-final"),
+  chartHidden: document.getElementById("chart-hidden"),
+  chartParticipation: document.getElementById("chart-participation"),
   fullscreen: document.getElementById("fullscreen"),
   pollsError: document.getElementById("polls-error"),
   pollsEmpty: document.getElementById("polls-empty"),
@@ -55,6 +59,7 @@ const dom = {
   optionInputs: document.getElementById("option-inputs"),
   addOption: document.getElementById("add-option"),
   allowChange: document.getElementById("allow-change"),
+  resultsVisible: document.getElementById("results-visible"),
   pollFormError: document.getElementById("poll-form-error"),
   createPoll: document.getElementById("create-poll"),
   audienceLink: document.getElementById("audience-link"),
@@ -72,6 +77,7 @@ const state = {
   selected: "",
   token: "",
   lastEventCheck: 0,
+  audience: null,
 };
 const results = new ResultsStore();
 const chart = new BarChart(dom.chartBars);
@@ -96,7 +102,11 @@ function start() {
   setUpFullscreen();
   renderChart();
 
-  socket = new LiveSocket({ url: () => socketURL(code), onMessage: handleMessage, onStatus: handleStatus });
+  socket = new LiveSocket({
+    url: () => socketURL(code, "", state.token ? "presenter" : ""),
+    onMessage: handleMessage,
+    onStatus: handleStatus,
+  });
   socket.start();
   loadEventOverHttp();
 }
@@ -119,12 +129,10 @@ function showJoinDetails() {
   dom.joinCode.textContent = code;
   dom.audienceLink.value = audienceURL;
 
-  const qr = encodeQR(audienceURL);
-  if (qr) {
-    dom.qr.replaceChildren(renderQR(qr, `QR code of the audience link ${audienceURL}`));
-  } else {
-    dom.qr.hidden = true;
-  }
+  // The server draws the QR code for the host this page was loaded from.
+  dom.qr.alt = `QR code of the audience link ${audienceURL}`;
+  dom.qr.src = `/api/events/${encodeURIComponent(code)}/qr.svg`;
+  dom.qr.addEventListener("load", () => { dom.qr.hidden = false; });
 
   if (state.token) {
     dom.presenterLink.value = `${window.location.origin}/present/${code}#token=${encodeURIComponent(state.token)}`;
@@ -140,6 +148,9 @@ function handleStatus(status) {
     setConnection("connecting", "Connecting…");
   } else if (status.state === "open") {
     setConnection("connecting", "Connected. Loading the event…");
+    if (state.token) {
+      socket.send({ type: "auth", token: state.token });
+    }
   } else if (status.state === "closed") {
     const seconds = Math.max(1, Math.round(status.delay / 1000));
     setConnection("offline", `Connection lost. Reconnecting in ${seconds} s…`);
@@ -163,6 +174,9 @@ function handleMessage(message) {
     case "poll":
       upsertPoll(message.poll);
       break;
+    case "presence":
+      setAudience(message.audience);
+      break;
     case "error":
       handleServerError(message.error);
       break;
@@ -178,8 +192,18 @@ function handleWelcome(message) {
   for (const doc of Array.isArray(message.results) ? message.results : []) {
     results.accept(doc);
   }
+  if (Number.isFinite(message.audience)) {
+    state.audience = message.audience;
+  }
   renderPollList();
   renderChart();
+}
+
+function setAudience(count) {
+  if (Number.isFinite(count) && count >= 0) {
+    state.audience = count;
+    renderChart();
+  }
 }
 
 function handleResults(doc) {
@@ -193,7 +217,25 @@ function handleServerError(error) {
     showFatal(`No event has the join code ${code}.`);
     return;
   }
+  if (error?.code === "unauthorized" && state.token) {
+    dropToken();
+    return;
+  }
   showNotice(describeError(error?.code, error?.message));
+}
+
+// dropToken turns the page into a results view after the server rejected
+// the token, and reconnects as an audience socket.
+function dropToken() {
+  state.token = "";
+  sessionStore.remove(tokenKey);
+  dom.presenterLinkBlock.hidden = true;
+  dom.createSection.hidden = true;
+  dom.noToken.hidden = false;
+  showNotice(describeError("unauthorized"));
+  renderPollList();
+  renderChart();
+  socket.restart();
 }
 
 // The event and its polls.
@@ -287,10 +329,10 @@ function selectPoll(pollId) {
 
 async function fetchResults(pollId) {
   try {
-    const doc = await apiRequest("GET", `/api/polls/${encodeURIComponent(pollId)}/results`);
+    const doc = await apiRequest("GET", `/api/polls/${encodeURIComponent(pollId)}/results`, { token: state.token });
     handleResults(doc);
   } catch (error) {
-    if (error.status !== 404) {
+    if (error.status !== 404 && error.status !== 401) {
       console.warn(`LiveVote: reading the results of poll ${pollId} failed:`, error.message);
     }
   }
@@ -314,6 +356,55 @@ async function changePollState(pollId) {
   } finally {
     entry.action.disabled = false;
   }
+}
+
+async function changeVisibility(pollId) {
+  const poll = state.polls.get(pollId);
+  if (!poll) {
+    return;
+  }
+
+  const action = poll.results_visible === false ? "reveal" : "hide";
+  const entry = pollItems.get(pollId);
+  entry.visibility.disabled = true;
+  try {
+    const body = await apiRequest("POST", `/api/polls/${encodeURIComponent(pollId)}/${action}`, { token: state.token });
+    dom.pollsError.textContent = "";
+    upsertPoll(isPoll(body) ? body : body?.poll);
+  } catch (error) {
+    const verb = action === "hide" ? "hidden" : "shown";
+    dom.pollsError.textContent = `The results of "${poll.question}" were not ${verb}. ${error.message}`;
+  } finally {
+    entry.visibility.disabled = false;
+  }
+}
+
+// downloadCSV fetches the results as CSV with the token in a header, which a
+// plain link cannot send, and saves them through a temporary object URL.
+async function downloadCSV(pollId) {
+  const poll = state.polls.get(pollId);
+  try {
+    const response = await fetch(`/api/polls/${encodeURIComponent(pollId)}/results.csv`, {
+      headers: { Authorization: `Bearer ${state.token}` },
+      cache: "no-store",
+    });
+    if (!response.ok) {
+      throw new Error(`The server returned HTTP ${response.status}.`);
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const link = createElement("a", { href: url, download: `poll-${slug(poll?.question ?? pollId)}.csv` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    dom.pollsError.textContent = "";
+  } catch (error) {
+    dom.pollsError.textContent = `The results were not exported. ${error.message || describeError("network_error")}`;
+  }
+}
+
+function slug(text) {
+  return text.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "results";
 }
 
 function nextAction(poll) {
@@ -350,11 +441,16 @@ function createPollItem(pollId) {
   const select = createElement("button", { type: "button", class: "poll-select", id: `poll-select-${nextInputId}` });
   const badge = createElement("span", { class: "state-badge" });
   const action = createElement("button", { type: "button", class: "poll-action", "aria-describedby": select.id });
+  const visibility = createElement("button", { type: "button", class: "poll-action secondary", "aria-describedby": select.id });
+  const csv = createElement("button", { type: "button", class: "poll-action secondary", "aria-describedby": select.id, text: "Export CSV" });
   select.addEventListener("click", () => selectPoll(pollId));
   action.addEventListener("click", () => changePollState(pollId));
+  visibility.addEventListener("click", () => changeVisibility(pollId));
+  csv.addEventListener("click", () => downloadCSV(pollId));
 
-  const item = createElement("li", { class: "poll-item" }, select, badge, action);
-  return { item, select, badge, action };
+  const buttons = createElement("div", { class: "poll-buttons" }, badge, action, visibility, csv);
+  const item = createElement("li", { class: "poll-item" }, select, buttons);
+  return { item, select, badge, action, visibility, csv };
 }
 
 function updatePollItem(entry, poll) {
@@ -364,8 +460,12 @@ function updatePollItem(entry, poll) {
   } else {
     entry.select.removeAttribute("aria-current");
   }
-  entry.badge.textContent = STATE_LABELS[poll.state] ?? poll.state;
+  const hidden = poll.results_visible === false;
+  entry.badge.textContent = `${STATE_LABELS[poll.state] ?? poll.state}${hidden ? ", results hidden" : ""}`;
   entry.badge.dataset.state = poll.state;
+  entry.visibility.textContent = hidden ? "Show results" : "Hide results";
+  entry.visibility.hidden = !state.token;
+  entry.csv.hidden = !state.token || poll.state === "draft";
 
   const action = nextAction(poll);
   entry.action.hidden = !action || !state.token;
@@ -379,7 +479,9 @@ function renderChart() {
     dom.chartQuestion.textContent = state.polls.size > 0 ? "Select a poll" : "No poll yet";
     dom.chartState.textContent = state.token ? "Create a poll, then open it to collect votes." : "";
     dom.chartTotals.textContent = "";
+    dom.chartParticipation.textContent = "";
     dom.chartFinal.hidden = true;
+    dom.chartHidden.hidden = true;
     chart.clear();
     return;
   }
@@ -388,11 +490,31 @@ function renderChart() {
   dom.stage.dataset.state = poll.state;
   dom.chartQuestion.textContent = poll.question;
   dom.chartState.textContent = chartStateText(poll, doc);
+  // The stage is on the projector, so hidden results stay off it too; the
+  // totals and participation still show that votes are coming in.
+  dom.chartBars.hidden = poll.results_visible === false;
   chart.render(poll, doc);
   dom.chartTotals.textContent = doc
     ? `${plural(doc.total_votes ?? 0, "vote")} from ${plural(doc.voters ?? 0, "voter")}`
     : "No votes yet";
   dom.chartFinal.hidden = !doc?.final;
+  dom.chartHidden.hidden = poll.results_visible !== false;
+  dom.stage.dataset.results = poll.results_visible === false ? "hidden" : "visible";
+  dom.chartParticipation.textContent = participationText(doc);
+}
+
+// participationText returns "Participation: 12 of 40 connected (30%)" for
+// presenters, who learn the audience count; views without a token do not.
+function participationText(doc) {
+  if (state.audience === null || !state.token) {
+    return "";
+  }
+  const voters = doc?.voters ?? 0;
+  const connected = plural(state.audience, "person connected", "people connected");
+  if (state.audience === 0) {
+    return `Participation: ${plural(voters, "voter")}, ${connected}`;
+  }
+  return `Participation: ${plural(voters, "voter")} of ${connected} (${formatPercent(voters / state.audience)})`;
 }
 
 function chartStateText(poll, doc) {
@@ -502,7 +624,9 @@ function readPollForm() {
   }
 
   const kind = dom.pollForm.elements.namedItem("kind").value === "multiple" ? "multiple" : "single";
-  return { body: { question, options: labels, kind, allow_change: dom.allowChange.checked } };
+  return {
+    body: { question, options: labels, kind, allow_change: dom.allowChange.checked, results_visible: dom.resultsVisible.checked },
+  };
 }
 
 async function createPoll(event) {

@@ -6,6 +6,7 @@
 //	GET /                  Index      join form and "create an event"
 //	GET /e/{code}          Audience   the event's polls for voters
 //	GET /present/{code}    Presenter  poll management and the live chart
+//	GET /dashboard         Dashboard  the operator's live figures
 //	GET /static/{name}     name       every other file (CSS, JavaScript, icon)
 //
 // The pages reference their assets by absolute paths under [AssetPrefix] and
@@ -33,6 +34,9 @@ const (
 
 	// Presenter is the presenter page served at "/present/{code}".
 	Presenter = "presenter.html"
+
+	// Dashboard is the operator page served at "/dashboard".
+	Dashboard = "dashboard.html"
 )
 
 // AssetPrefix is the URL path under which the server serves every file of

@@ -196,7 +196,7 @@ func embeddedNames(t *testing.T) []string {
 func TestPagesEmbedded(t *testing.T) {
 	t.Parallel()
 
-	for _, page := range []string{Index, Audience, Presenter} {
+	for _, page := range []string{Index, Audience, Presenter, Dashboard} {
 		html := readFile(t, page)
 		if !strings.Contains(html, `name="viewport"`) {
 			t.Errorf("%s has no viewport meta element, so phones render it at desktop width", page)
@@ -216,7 +216,7 @@ func TestPagesEmbedded(t *testing.T) {
 func TestPagesReferenceOnlyEmbeddedFiles(t *testing.T) {
 	t.Parallel()
 
-	for _, page := range []string{Index, Audience, Presenter} {
+	for _, page := range []string{Index, Audience, Presenter, Dashboard} {
 		for _, problem := range fileProblems(Files, page, readFile(t, page)) {
 			t.Error(problem)
 		}
@@ -241,8 +241,8 @@ func TestAssetsReferenceOnlyEmbeddedFiles(t *testing.T) {
 func TestEveryFileIsUsed(t *testing.T) {
 	t.Parallel()
 
-	used := map[string]bool{Index: true, Audience: true, Presenter: true}
-	queue := []string{Index, Audience, Presenter}
+	used := map[string]bool{Index: true, Audience: true, Presenter: true, Dashboard: true}
+	queue := []string{Index, Audience, Presenter, Dashboard}
 	for len(queue) > 0 {
 		name := queue[0]
 		queue = queue[1:]

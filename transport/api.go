@@ -81,6 +81,18 @@ func (s *Server) closePoll(w http.ResponseWriter, r *http.Request) {
 	s.changePoll(w, r, s.hub.ClosePoll)
 }
 
+func (s *Server) hideResults(w http.ResponseWriter, r *http.Request) {
+	s.changePoll(w, r, func(ctx context.Context, pollID string) (hub.Poll, error) {
+		return s.hub.ShowResults(ctx, pollID, false)
+	})
+}
+
+func (s *Server) revealResults(w http.ResponseWriter, r *http.Request) {
+	s.changePoll(w, r, func(ctx context.Context, pollID string) (hub.Poll, error) {
+		return s.hub.ShowResults(ctx, pollID, true)
+	})
+}
+
 func (s *Server) changePoll(w http.ResponseWriter, r *http.Request, change func(ctx context.Context, pollID string) (hub.Poll, error)) {
 	poll, err := s.presenterPoll(r)
 	if err != nil {
@@ -166,15 +178,31 @@ func (s *Server) castVote(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, result)
 }
 
+// getResults sends a poll's results document. While the presenter hides the results,
+// only a request with the presenter token gets them, and no cache may keep them.
 func (s *Server) getResults(w http.ResponseWriter, r *http.Request) {
-	doc, err := s.hub.Results(r.PathValue("poll"))
+	poll, err := s.hub.Registry().Poll(r.PathValue("poll"))
+	if err != nil {
+		s.writeFailure(w, r, err)
+		return
+	}
+	cacheControl := "no-cache"
+	if !poll.ResultsVisible {
+		if s.hub.Registry().Authorize(poll.Event, bearerToken(r)) != nil {
+			writeError(w, hub.Errorf(hub.CodeUnauthorized, "the presenter has hidden the results of poll %s: they are sent only with the presenter token in Authorization: Bearer <token>", poll.ID))
+			return
+		}
+		cacheControl = "private, no-store"
+	}
+	doc, err := s.hub.Results(poll.ID)
 	if err != nil {
 		s.writeFailure(w, r, err)
 		return
 	}
 	etag := resultsETag(doc)
 	w.Header().Set("ETag", etag)
-	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Cache-Control", cacheControl)
+	w.Header().Set("Vary", "Authorization")
 	if etagMatches(r.Header.Get("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return

@@ -10,6 +10,7 @@ const (
 	pageIndex     = "index.html"
 	pageAudience  = "audience.html"
 	pagePresenter = "presenter.html"
+	pageDashboard = "dashboard.html"
 )
 
 // contentSecurityPolicy allows only the server's own scripts, styles and sockets.
@@ -19,6 +20,7 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", s.page(pageIndex))
 	mux.HandleFunc("GET /e/{code}", s.page(pageAudience))
 	mux.HandleFunc("GET /present/{code}", s.page(pagePresenter))
+	mux.HandleFunc("GET /dashboard", s.page(pageDashboard))
 
 	assets := http.FileServerFS(s.cfg.Static)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", withPageHeaders(assets)))

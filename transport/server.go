@@ -40,6 +40,11 @@ const (
 	// sized for a room arriving at once.
 	DefaultSessionRate  = 20.0
 	DefaultSessionBurst = 500
+	// DefaultAuthTimeout bounds the wait for the auth message of a presenter socket.
+	DefaultAuthTimeout = 10 * time.Second
+	// DefaultPresenceInterval is how often presenter sockets are told the audience
+	// count, when it changed.
+	DefaultPresenceInterval = time.Second
 )
 
 // Subprotocol is the WebSocket subprotocol of the wire contract, version 1.
@@ -59,14 +64,20 @@ type Config struct {
 	// always allowed.
 	OriginPatterns []string
 
-	MaxMessageBytes int64         // zero = DefaultMaxMessageBytes
-	MaxBodyBytes    int64         // zero = DefaultMaxBodyBytes
-	SendQueue       int           // zero = DefaultSendQueue
-	WriteTimeout    time.Duration // zero = DefaultWriteTimeout
-	PingInterval    time.Duration // zero = DefaultPingInterval
-	VotesInFlight   int           // zero = DefaultVotesInFlight
-	SessionRate     float64       // new sessions per second per IP; zero = DefaultSessionRate
-	SessionBurst    int           // zero = DefaultSessionBurst
+	// OperatorKey guards the operator dashboard's data (GET /api/dashboard), which
+	// then requires "Authorization: Bearer <key>". Empty leaves it open.
+	OperatorKey string
+
+	MaxMessageBytes  int64         // zero = DefaultMaxMessageBytes
+	MaxBodyBytes     int64         // zero = DefaultMaxBodyBytes
+	SendQueue        int           // zero = DefaultSendQueue
+	WriteTimeout     time.Duration // zero = DefaultWriteTimeout
+	PingInterval     time.Duration // zero = DefaultPingInterval
+	VotesInFlight    int           // zero = DefaultVotesInFlight
+	SessionRate      float64       // new sessions per second per IP; zero = DefaultSessionRate
+	SessionBurst     int           // zero = DefaultSessionBurst
+	AuthTimeout      time.Duration // zero = DefaultAuthTimeout
+	PresenceInterval time.Duration // zero = DefaultPresenceInterval
 }
 
 // Server serves the HTTP API, the WebSocket endpoint and the pages.
@@ -76,6 +87,7 @@ type Server struct {
 	logger   *slog.Logger
 	metrics  *hub.Metrics
 	sessions *hub.RateLimiter
+	sampler  *statsSampler
 	handler  http.Handler
 	http     *http.Server
 
@@ -100,6 +112,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: hub.NewRateLimiter(cfg.SessionRate, cfg.SessionBurst, 100_000),
 		conns:    make(map[*conn]struct{}),
 	}
+	s.sampler = newStatsSampler(cfg.Hub, cfg.Metrics, time.Now)
 	s.handler = s.routes()
 	s.http = &http.Server{
 		Handler:           s.handler,
@@ -147,6 +160,12 @@ func setDefaults(cfg *Config) {
 	if cfg.SessionBurst == 0 {
 		cfg.SessionBurst = DefaultSessionBurst
 	}
+	if cfg.AuthTimeout == 0 {
+		cfg.AuthTimeout = DefaultAuthTimeout
+	}
+	if cfg.PresenceInterval == 0 {
+		cfg.PresenceInterval = DefaultPresenceInterval
+	}
 }
 
 // Handler returns the server's root handler, for tests with httptest.
@@ -159,6 +178,10 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("POST /api/events/{code}/polls", s.createPoll)
 	api.HandleFunc("POST /api/polls/{poll}/open", s.openPoll)
 	api.HandleFunc("POST /api/polls/{poll}/close", s.closePoll)
+	api.HandleFunc("POST /api/polls/{poll}/hide", s.hideResults)
+	api.HandleFunc("POST /api/polls/{poll}/reveal", s.revealResults)
+	api.HandleFunc("GET /api/events/{code}/qr.svg", s.getJoinQR)
+	api.HandleFunc("GET /api/dashboard", s.getDashboard)
 	api.HandleFunc("POST /api/sessions", s.createSession)
 	api.HandleFunc("POST /api/polls/{poll}/votes", s.castVote)
 	api.HandleFunc("GET /api/polls/{poll}/results", s.getResults)

@@ -23,6 +23,7 @@ type conn struct {
 	ws      *websocket.Conn
 	event   string
 	session string
+	role    hub.Role
 
 	send      chan []byte   // bounded; a full queue closes the socket with 1013
 	closed    chan struct{} // closed once by shut
@@ -36,10 +37,18 @@ type conn struct {
 }
 
 type welcomeMessage struct {
-	Type    string           `json:"type"`
-	Session string           `json:"session"`
-	Event   hub.Event        `json:"event"`
-	Results []actors.Results `json:"results"`
+	Type     string           `json:"type"`
+	Session  string           `json:"session"`
+	Role     string           `json:"role"`
+	Event    hub.Event        `json:"event"`
+	Results  []actors.Results `json:"results"`
+	Audience *int             `json:"audience,omitempty"` // presenters only
+}
+
+// presenceMessage tells presenter sockets how many audience sockets the event has.
+type presenceMessage struct {
+	Type     string `json:"type"`
+	Audience int    `json:"audience"`
 }
 
 type ackMessage struct {
@@ -55,12 +64,19 @@ type errorMessage struct {
 	Error *hub.Error `json:"error"`
 }
 
-// serveWebSocket upgrades GET /ws?event=CODE[&session=TOKEN]. Errors found before the
-// upgrade are answered as JSON with their HTTP status.
+// serveWebSocket upgrades GET /ws?event=CODE[&session=TOKEN][&role=presenter]. Errors
+// found before the upgrade are answered as JSON with their HTTP status. A presenter
+// socket proves its token in its first message (see authenticate), so the token never
+// appears in a URL.
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	ev, err := s.hub.Registry().EventByCode(r.URL.Query().Get("event"))
 	if err != nil {
 		s.writeFailure(w, r, err)
+		return
+	}
+	role, roleErr := parseRole(r.URL.Query().Get("role"))
+	if roleErr != nil {
+		writeError(w, roleErr)
 		return
 	}
 	session, sessionErr := s.wsSession(r)
@@ -96,6 +112,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		ws:       ws,
 		event:    ev.ID,
 		session:  session.id,
+		role:     role,
 		send:     make(chan []byte, s.cfg.SendQueue),
 		closed:   make(chan struct{}),
 		inFlight: make(chan struct{}, s.cfg.VotesInFlight),
@@ -137,15 +154,18 @@ func (s *Server) wsSession(r *http.Request) (wsSessionInfo, *hub.Error) {
 }
 
 func (c *conn) run(ctx context.Context, ev hub.Event, session wsSessionInfo, sessionErr *hub.Error) {
+	var writer sync.WaitGroup
+	writer.Go(func() { c.writeLoop(ctx) })
+
 	if sessionErr != nil {
 		c.enqueueJSON(errorMessage{Type: "error", Error: sessionErr})
 	}
-	c.enqueueJSON(welcomeMessage{Type: "welcome", Session: session.token, Event: ev, Results: c.srv.hub.EventResults(ev)})
-	unsubscribe := c.srv.hub.Subscribe(c.event, c)
+	if c.role == hub.RolePresenter && !c.authenticate(ctx, ev.ID) {
+		writer.Wait()
+		return
+	}
+	unsubscribe := c.welcome(ev, session)
 	defer unsubscribe()
-
-	var writer sync.WaitGroup
-	writer.Go(func() { c.writeLoop(ctx) })
 
 	c.readLoop(ctx)
 
@@ -153,6 +173,34 @@ func (c *conn) run(ctx context.Context, ev hub.Event, session wsSessionInfo, ses
 	c.votes.Wait()
 	c.shut(websocket.StatusNormalClosure, "")
 	writer.Wait()
+}
+
+// welcome sends the welcome message and subscribes the socket to the event. A
+// document published between reading the results for the welcome and subscribing
+// would be missed, so the results are read again after subscribing and any newer
+// document is sent as a results message.
+func (c *conn) welcome(ev hub.Event, session wsSessionInfo) (unsubscribe func()) {
+	msg := welcomeMessage{Type: "welcome", Session: session.token, Role: c.role.String(), Event: ev, Results: c.srv.hub.EventResults(ev, c.role)}
+	if c.role == hub.RolePresenter {
+		audience := c.srv.hub.Presence(c.event).Audience
+		msg.Audience = &audience
+	}
+	c.enqueueJSON(msg)
+	unsubscribe = c.srv.hub.Subscribe(c.event, c, c.role)
+
+	sent := make(map[string]uint64, len(msg.Results))
+	for _, doc := range msg.Results {
+		sent[doc.Poll] = doc.Version
+	}
+	for _, doc := range c.srv.hub.EventResults(ev, c.role) {
+		if version, ok := sent[doc.Poll]; ok && doc.Version == version {
+			continue
+		}
+		if frame, err := hub.EncodeResultsFrame(doc); err == nil {
+			c.Enqueue(frame)
+		}
+	}
+	return unsubscribe
 }
 
 // readLoop reads client messages until the peer goes, the socket is shut or an error
@@ -237,7 +285,6 @@ func (c *conn) Enqueue(frame []byte) bool {
 	case c.send <- frame:
 		return true
 	default:
-		c.srv.metrics.SlowConsumer()
 		c.srv.logger.Info("slow websocket closed", "event", c.event, "queue", cap(c.send))
 		c.shut(websocket.StatusTryAgainLater, "too slow: send queue full")
 		return false
@@ -258,6 +305,9 @@ func (c *conn) shut(status websocket.StatusCode, reason string) {
 	c.closeOnce.Do(func() {
 		c.status = status
 		c.reason = reason
+		if status == websocket.StatusTryAgainLater {
+			c.srv.metrics.SlowConsumer()
+		}
 		close(c.closed)
 	})
 }
@@ -284,13 +334,35 @@ func (c *conn) writeLoop(ctx context.Context) {
 	ping := time.NewTicker(c.srv.cfg.PingInterval)
 	defer ping.Stop()
 
+	// Presenter sockets learn the audience count once per PresenceInterval when it
+	// changed; audience sockets never tick.
+	var presence <-chan time.Time
+	lastAudience := -1
+	if c.role == hub.RolePresenter {
+		ticker := time.NewTicker(c.srv.cfg.PresenceInterval)
+		defer ticker.Stop()
+		presence = ticker.C
+		lastAudience = c.srv.hub.Presence(c.event).Audience
+	}
+
 	for {
 		select {
-		case frame := <-c.send:
+		case <-presence:
+			audience := c.srv.hub.Presence(c.event).Audience
+			if audience == lastAudience {
+				continue
+			}
+			lastAudience = audience
+			frame, _ := json.Marshal(presenceMessage{Type: "presence", Audience: audience})
 			if err := c.write(ctx, frame); err != nil {
 				c.srv.logger.Info("websocket write failed", "event", c.event, "error", err)
 				c.shut(websocket.StatusTryAgainLater, "write timed out")
 				c.ws.CloseNow()
+				return
+			}
+		case frame := <-c.send:
+			if err := c.write(ctx, frame); err != nil {
+				c.writeFailed(err)
 				return
 			}
 		case <-ping.C:
@@ -306,6 +378,14 @@ func (c *conn) writeLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// writeFailed drops a socket whose write failed or timed out. A close frame could not
+// get through a full connection, so the connection is closed without one.
+func (c *conn) writeFailed(err error) {
+	c.srv.logger.Info("websocket write failed", "event", c.event, "error", err)
+	c.shut(websocket.StatusTryAgainLater, "write timed out")
+	c.ws.CloseNow()
 }
 
 func (c *conn) write(ctx context.Context, frame []byte) error {
