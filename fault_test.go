@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -219,4 +220,43 @@ func startTestNATS(t *testing.T, dir, addr string) *server.Server {
 		ns.WaitForShutdown()
 	})
 	return ns
+}
+
+// TestShutdownWithNATSDown stops the hub while its external NATS server is gone: the
+// shutdown ends within its timeout, and every vote acknowledged before is still counted
+// after both come back.
+func TestShutdownWithNATSDown(t *testing.T) {
+	natsDir, natsAddr := t.TempDir(), freeAddr(t)
+	ns := startTestNATS(t, natsDir, natsAddr)
+	cfg := testConfig(t)
+	cfg.NatsURL = "nats://" + natsAddr
+	n := startNode(t, cfg)
+	ev := n.createEvent("Stop without NATS")
+	poll := n.createPoll(ev, hub.NewPoll{Question: "Q", Options: []string{"A", "B"}}, true)
+	for range 20 {
+		decodeInto[voteAnswer](t, n.httpVote(n.newSession(), poll.ID, uuid.NewString(), "o1"), http.StatusAccepted)
+	}
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	const timeout = 3 * time.Second
+	start := time.Now()
+	err := n.app.stop(timeout, slog.New(slog.DiscardHandler))
+	n.stop()
+	<-n.done
+	n.app = nil
+	if took := time.Since(start); took > timeout+2*time.Second {
+		t.Fatalf("shutdown took %s with a %s timeout", took, timeout)
+	}
+	if err == nil {
+		t.Fatal("shutdown reported success although no snapshot could be saved")
+	}
+
+	startTestNATS(t, natsDir, natsAddr)
+	again := startNode(t, cfg)
+	doc := again.closeAndWaitFinal(ev, poll.ID)
+	if doc.Counts["o1"] != 20 || doc.Voters != 20 {
+		t.Fatalf("after restart: %v voters %d, want o1=20 and 20 voters", doc.Counts, doc.Voters)
+	}
+	again.close()
 }

@@ -132,14 +132,15 @@ func runTicker(root *actor.RootContext, self *actor.PID, cfg *aggregatorConfig, 
 // timeout in all.
 // A shard that does not reply in time is listed in skipped.
 func gatherTotals(root *actor.RootContext, shards []*actor.PID, timeout time.Duration) *roundResult {
-	futures := make([]*actor.Future, len(shards))
+	deadline := time.Now().Add(timeout)
+	replies := make([]*pendingReply, len(shards))
 	for i, pid := range shards {
-		futures[i] = root.RequestFuture(pid, &totalsRequest{}, timeout)
+		replies[i] = ask(root, pid, &totalsRequest{})
 	}
 
 	round := &roundResult{}
-	for i, future := range futures {
-		reply, err := future.Result()
+	for i, pending := range replies {
+		reply, err := pending.wait(context.Background(), shards[i], time.Until(deadline))
 		totals, ok := reply.(*totalsReply)
 		if err != nil || !ok {
 			round.skipped = append(round.skipped, i)

@@ -380,24 +380,7 @@ func (s *System) request(ctx context.Context, pid *actor.PID, message any) (any,
 		return nil, fmt.Errorf("%w: %s", ErrTimeout, pid.Id)
 	}
 
-	future := s.root.RequestFuture(pid, message, timeout)
-	return s.await(ctx, future, pid)
-}
-
-// await waits for future and ends it early when ctx is cancelled.
-func (s *System) await(ctx context.Context, future *actor.Future, pid *actor.PID) (any, error) {
-	stop := context.AfterFunc(ctx, func() { s.root.Stop(future.PID()) })
-	reply, err := future.Result()
-	stop()
-
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrTimeout, pid.Id, err)
-	}
-	if reply == nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrTimeout, pid.Id, ctx.Err())
-	}
-
-	return reply, nil
+	return ask(s.root, pid, message).wait(ctx, pid, timeout)
 }
 
 // validateVote applies the field rules of persistence.EncodeBatch, so that
@@ -506,21 +489,20 @@ func (s *System) ClosePoll(ctx context.Context, poll string) (Results, error) {
 // closeAtShards sends the close barrier to every shard at once and collects
 // each shard's totals of the poll.
 func (s *System) closeAtShards(ctx context.Context, poll string) ([]pollTotals, error) {
-	timeout := s.waitDefault
 	deadline, ok := ctx.Deadline()
-	if ok {
-		timeout = time.Until(deadline)
+	if !ok {
+		deadline = time.Now().Add(s.waitDefault)
 	}
 
-	futures := make([]*actor.Future, len(s.shards))
+	replies := make([]*pendingReply, len(s.shards))
 	for i, pid := range s.shards {
-		futures[i] = s.root.RequestFuture(pid, &closeRequest{poll: poll}, max(timeout, 0))
+		replies[i] = ask(s.root, pid, &closeRequest{poll: poll})
 	}
 
 	totals := make([]pollTotals, 0, len(s.shards))
 	var firstErr error
-	for i, future := range futures {
-		reply, err := s.await(ctx, future, s.shards[i])
+	for i, pending := range replies {
+		reply, err := pending.wait(ctx, s.shards[i], time.Until(deadline))
 		closed, ok := reply.(*closeReply)
 		switch {
 		case err != nil:
@@ -621,14 +603,14 @@ func (s *System) stopShards(ctx context.Context) []error {
 		deadline = time.Now().Add(timeout)
 	}
 
-	futures := make([]*actor.Future, len(s.shards))
+	replies := make([]*pendingReply, len(s.shards))
 	for i, pid := range s.shards {
-		futures[i] = s.root.RequestFuture(pid, &stopRequest{deadline: deadline}, max(timeout, 0))
+		replies[i] = ask(s.root, pid, &stopRequest{deadline: deadline})
 	}
 
 	var errs []error
-	for i, future := range futures {
-		reply, err := s.await(ctx, future, s.shards[i])
+	for i, pending := range replies {
+		reply, err := pending.wait(ctx, s.shards[i], time.Until(deadline))
 		stopped, ok := reply.(*stopReply)
 		switch {
 		case err != nil:
@@ -646,7 +628,7 @@ func (s *System) stopShards(ctx context.Context) []error {
 // poison stops the actor at pid after the messages already in its mailbox
 // and waits for it to stop.
 func (s *System) poison(ctx context.Context, pid *actor.PID) error {
-	_, err := s.await(ctx, s.root.PoisonFuture(pid), pid)
+	_, err := watchAndPoison(s.root, pid).wait(ctx, pid, poisonTimeout)
 	if err != nil {
 		return fmt.Errorf("actors: stop actor: %w", err)
 	}
