@@ -155,7 +155,7 @@ func (s *Server) checkOperatorKey(r *http.Request) *hub.Error {
 		return hub.Errorf(hub.CodeUnauthorized, "operator key is missing: send the -operator-key value as Authorization: Bearer <key>")
 	}
 	if subtle.ConstantTimeCompare([]byte(given), []byte(s.cfg.OperatorKey)) != 1 {
-		return hub.Errorf(hub.CodeUnauthorized, "operator key is wrong: send the -operator-key value this server was started with")
+		return hub.Errorf(hub.CodeUnauthorized, "operator key is invalid: send the -operator-key value this server was started with")
 	}
 	return nil
 }
