@@ -27,14 +27,26 @@ func TestConnectionCapPerIP(t *testing.T) {
 	n := startNode(t, cfg)
 	ev := n.createEvent("Cap")
 
-	// Keep-alive HTTP connections count too, so the sockets are dialled first.
+	// Keep-alive HTTP connections count too. The server notices their close a moment
+	// after the client drops them, so the first dials retry briefly.
 	http.DefaultClient.CloseIdleConnections()
-	held := make([]*wsClient, 3)
-	for i := range held {
-		held[i] = n.dial(ev.Event.Code, "")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	held := make([]*websocket.Conn, 3)
+	for i := range held {
+		for {
+			c, _, err := websocket.Dial(ctx, n.wsURL(ev.Event.Code), &websocket.DialOptions{Subprotocols: []string{transport.Subprotocol}})
+			if err == nil {
+				held[i] = c
+				defer c.CloseNow()
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("connection %d of 3 refused: %v", i+1, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	_, resp, err := websocket.Dial(ctx, n.wsURL(ev.Event.Code), &websocket.DialOptions{Subprotocols: []string{transport.Subprotocol}})
 	if err == nil {
 		t.Fatal("fourth connection from one IP accepted with a cap of 3")
@@ -43,7 +55,7 @@ func TestConnectionCapPerIP(t *testing.T) {
 		t.Fatalf("fourth connection answered %v, want 503 with Retry-After", resp)
 	}
 
-	held[0].conn.Close(websocket.StatusNormalClosure, "")
+	held[0].Close(websocket.StatusNormalClosure, "")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c, _, err := websocket.Dial(ctx, n.wsURL(ev.Event.Code), &websocket.DialOptions{Subprotocols: []string{transport.Subprotocol}})

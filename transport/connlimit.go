@@ -78,11 +78,16 @@ func (l *limitListener) release(ip string) {
 	}
 }
 
-// refuse answers 503 within a second and closes the connection.
+// refuse reads the start of the request, so that the client takes the answer as the
+// response to it, answers 503 and closes the connection, all within two seconds.
 func refuse(c net.Conn) {
-	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 4096)
+	if _, err := c.Read(buf); err != nil {
+		return
+	}
 	_, _ = c.Write([]byte(refusedResponse))
-	_ = c.Close()
 }
 
 func remoteIP(c net.Conn) string {
