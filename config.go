@@ -36,9 +36,6 @@ type config struct {
 	ShutdownTimeout   time.Duration
 }
 
-// maxShards bounds -shards; each shard is an actor with its own stream subject.
-const maxShards = 4096
-
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var (
 		cfg     config
@@ -117,37 +114,46 @@ func envName(flagName string) string {
 }
 
 func (c config) validate() error {
-	if c.Shards < 1 || c.Shards > maxShards {
-		return fmt.Errorf("-shards %d is out of range: use 1 to %d", c.Shards, maxShards)
+	if c.Shards < 1 || c.Shards > persistence.MaxShards {
+		return fmt.Errorf("-shards %d is out of range: use 1 to %d", c.Shards, persistence.MaxShards)
 	}
+
 	if c.BroadcastInterval < 100*time.Millisecond || c.BroadcastInterval > time.Hour {
 		return fmt.Errorf("-broadcast-interval %s is out of range: use 100ms to 1h", c.BroadcastInterval)
 	}
+
 	if c.NatsURL == "" && strings.TrimSpace(c.Data) == "" {
 		return errors.New("-data is empty: name a directory for the embedded store, or set -nats-url")
 	}
+
 	if c.VoteRate <= 0 || c.VoteBurst < 1 {
 		return fmt.Errorf("-vote-rate %g and -vote-burst %d must be positive", c.VoteRate, c.VoteBurst)
 	}
+
 	if c.SessionRate <= 0 || c.SessionBurst < 1 {
 		return fmt.Errorf("-session-rate %g and -session-burst %d must be positive", c.SessionRate, c.SessionBurst)
 	}
+
 	if c.MaxConnsPerIP < 1 {
 		return fmt.Errorf("-max-conns-per-ip %d must be at least 1", c.MaxConnsPerIP)
 	}
+
 	if c.PingInterval < 10*time.Millisecond {
 		return fmt.Errorf("-ping-interval %s is too short: use at least 10ms (30s suits phones)", c.PingInterval)
 	}
+
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("-log-level %q is unknown: use debug, info, warn or error", c.LogLevel)
 	}
+
 	switch c.LogFormat {
 	case "text", "json":
 	default:
 		return fmt.Errorf("-log-format %q is unknown: use text or json", c.LogFormat)
 	}
+
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("-shutdown-timeout %s must be positive", c.ShutdownTimeout)
 	}

@@ -197,8 +197,9 @@ func start(ctx context.Context, cfg config, logger *slog.Logger) (a *app, err er
 	return a, nil
 }
 
-// stop shuts down in dependency order: no new votes, sockets answer what they hold and
-// close with 1001, shards finish their appends and save snapshots, the store closes.
+// stop shuts down in dependency order: no new votes, sockets send the acks of the votes
+// they hold and close with 1001, shards finish their appends and save snapshots, and
+// the store closes.
 func (a *app) stop(timeout time.Duration, logger *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -241,8 +242,8 @@ func (a *app) closeOnError(logger *slog.Logger) {
 	}
 }
 
-// baseURL is the address people type to reach this node: localhost stands in for a
-// wildcard listen address.
+// baseURL is the address people type to reach this node. A wildcard listen address is
+// shown as localhost.
 func baseURL(ln net.Listener) string {
 	host, port, err := net.SplitHostPort(ln.Addr().String())
 	if err != nil {

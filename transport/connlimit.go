@@ -19,8 +19,8 @@ var refusedResponse = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nCon
 	"Content-Length: " + strconv.Itoa(len(refusedBody)) + "\r\n\r\n" + refusedBody
 
 // LimitListener wraps ln so that each remote IP holds at most perIP open connections.
-// A connection over the limit gets a 503 answer and is closed at once; it never reaches
-// the HTTP server. perIP <= 0 means DefaultMaxConnsPerIP.
+// A connection over the limit gets a 503 response and is closed at once. It never
+// reaches the HTTP server. perIP <= 0 means DefaultMaxConnsPerIP.
 func LimitListener(ln net.Listener, perIP int, logger *slog.Logger) net.Listener {
 	if perIP <= 0 {
 		perIP = DefaultMaxConnsPerIP

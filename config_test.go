@@ -1,0 +1,79 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := parseConfig(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if cfg.Addr != ":8080" || cfg.Data != "./data" || cfg.Shards != 64 || cfg.BroadcastInterval != 5*time.Second || cfg.Sync != "always" || cfg.NatsURL != "" || cfg.Demo {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+}
+
+func TestParseConfigEnvironment(t *testing.T) {
+	env := map[string]string{
+		"LIVEVOTE_ADDR":               "127.0.0.1:9000",
+		"LIVEVOTE_BROADCAST_INTERVAL": "2s",
+		"LIVEVOTE_SHARDS":             "16",
+		"LIVEVOTE_DEMO":               "true",
+		"LIVEVOTE_ALLOWED_ORIGINS":    "a.example, b.example:8443",
+	}
+	getenv := func(name string) string { return env[name] }
+
+	cfg, err := parseConfig([]string{"-shards", "32"}, getenv, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if cfg.Addr != "127.0.0.1:9000" {
+		t.Errorf("addr %q, want the environment's", cfg.Addr)
+	}
+	if cfg.BroadcastInterval != 2*time.Second {
+		t.Errorf("broadcast interval %s, want 2s", cfg.BroadcastInterval)
+	}
+	if cfg.Shards != 32 {
+		t.Errorf("shards %d, want 32: the flag wins over LIVEVOTE_SHARDS", cfg.Shards)
+	}
+	if !cfg.Demo {
+		t.Error("demo off, want LIVEVOTE_DEMO=true to turn it on")
+	}
+	if len(cfg.AllowedOrigins) != 2 || cfg.AllowedOrigins[1] != "b.example:8443" {
+		t.Errorf("allowed origins %q", cfg.AllowedOrigins)
+	}
+}
+
+func TestParseConfigRejectsBadValues(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the error names the bad value or setting
+	}{
+		{"zero shards", []string{"-shards", "0"}, nil, "-shards 0"},
+		{"too many shards", []string{"-shards", "5000"}, nil, "-shards 5000"},
+		{"unknown sync mode", []string{"-sync", "sometimes"}, nil, `"sometimes"`},
+		{"tiny broadcast interval", []string{"-broadcast-interval", "1ms"}, nil, "-broadcast-interval 1ms"},
+		{"bad environment value", nil, map[string]string{"LIVEVOTE_SHARDS": "many"}, `LIVEVOTE_SHARDS="many"`},
+		{"unknown log level", []string{"-log-level", "loud"}, nil, `"loud"`},
+		{"stray argument", []string{"serve"}, nil, `"serve"`},
+		{"empty data without NATS", []string{"-data", " "}, nil, "-data is empty"},
+		{"zero connections per IP", []string{"-max-conns-per-ip", "0"}, nil, "-max-conns-per-ip 0"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig(tc.args, func(name string) string { return tc.env[name] }, io.Discard)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not name %s", err, tc.want)
+			}
+		})
+	}
+}
