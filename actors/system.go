@@ -96,6 +96,9 @@ type Config struct {
 	// Registerer receives the package's Prometheus collectors. Nil records
 	// no metrics.
 	Registerer prometheus.Registerer
+
+	// shardMiddleware wraps every shard's Receive. Tests use it to inject faults.
+	shardMiddleware []actor.ReceiverMiddleware
 }
 
 func (cfg Config) withDefaults() (Config, error) {
@@ -257,7 +260,8 @@ func (s *System) spawn(m *metrics) error {
 			metrics:       m.forShard(i),
 			onReady:       s.markReady,
 		}
-		props := actor.PropsFromProducer(func() actor.Actor { return newShard(cfg) })
+		props := actor.PropsFromProducer(func() actor.Actor { return newShard(cfg) },
+			actor.WithReceiverMiddleware(s.cfg.shardMiddleware...))
 
 		_, err := s.root.SpawnNamed(props, ShardName(i))
 		if err != nil {
