@@ -82,6 +82,9 @@ type Hub struct {
 	timeout  time.Duration
 	draining atomic.Bool
 
+	// overloadLog keeps a surge of overloaded votes to one log line a second.
+	overloadLog logThrottle
+
 	voteRate  float64
 	voteBurst int
 
@@ -172,6 +175,7 @@ func New(cfg Config) (*Hub, error) {
 		voteRate:    rate,
 		voteBurst:   burst,
 		subscribers: make(map[string]*eventSubscribers),
+		overloadLog: logThrottle{interval: time.Second},
 	}
 	for _, p := range h.registry.Polls() {
 		h.shards.RegisterPoll(pollInfo(p))
@@ -196,7 +200,9 @@ func (h *Hub) Vote(ctx context.Context, sessionID string, req VoteRequest) (Vote
 	result, err := h.vote(ctx, sessionID, req)
 	h.metrics.observeVote(result, err, time.Since(start))
 	if e := AsError(err); e != nil && e.Code == CodeOverloaded {
-		h.logger.Warn("vote not acknowledged", "poll", req.Poll, "vote_id", req.VoteID, "error", e.Message)
+		if ok, suppressed := h.overloadLog.allow(time.Now()); ok {
+			h.logger.Warn("vote not acknowledged", "poll", req.Poll, "vote_id", req.VoteID, "error", e.Message, "similar_since_last", suppressed)
+		}
 	}
 	return result, err
 }
@@ -229,7 +235,9 @@ func (h *Hub) vote(ctx context.Context, sessionID string, req VoteRequest) (Vote
 		AllowChange: poll.AllowChange,
 	})
 	if err != nil {
-		h.logger.Error("shard vote failed", "shard", shard, "poll", poll.ID, "vote_id", req.VoteID, "error", err)
+		if ok, suppressed := h.overloadLog.allow(time.Now()); ok {
+			h.logger.Error("shard vote failed", "shard", shard, "poll", poll.ID, "vote_id", req.VoteID, "error", err, "similar_since_last", suppressed)
+		}
 		return VoteResult{}, overloaded("shard %d did not answer", shard)
 	}
 	return ackResult(req, poll, ack)
