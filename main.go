@@ -112,8 +112,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 
 // start opens the store, recovers the ring and secrets, and starts the actors, the hub
 // and the listener. It closes what it opened when a later step fails.
-func start(ctx context.Context, cfg config, logger *slog.Logger) (a *app, err error) {
-	a = &app{}
+func start(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err error) {
+	a := &app{}
 	defer func() {
 		if err != nil {
 			a.closeOnError(logger)
