@@ -231,3 +231,25 @@ func TestSocketErrorsKeepConnection(t *testing.T) {
 		t.Fatalf("vote after bad frames = %+v, want accepted", ack)
 	}
 }
+
+// TestRetryAfterCloseIsDuplicate replays an accepted vote after its poll closed: the
+// voter learns that the vote counted, while a new vote is refused poll_closed.
+func TestRetryAfterCloseIsDuplicate(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	ev := n.createEvent("Retry after close")
+	poll := n.createPoll(ev, hub.NewPoll{Question: "Q", Options: []string{"A", "B"}}, true)
+	session, id := n.newSession(), uuid.NewString()
+	first := decodeInto[voteAnswer](t, n.httpVote(session, poll.ID, id, "o1"), http.StatusAccepted)
+	n.closeAndWaitFinal(ev, poll.ID)
+
+	again := decodeInto[voteAnswer](t, n.httpVote(session, poll.ID, id, "o1"), http.StatusAccepted)
+	if again.Status != "duplicate" || again.Receipt == nil || *again.Receipt != *first.Receipt {
+		t.Fatalf("retry after close = %+v, want duplicate with receipt %+v", again, first.Receipt)
+	}
+	if got := n.httpVote(n.newSession(), poll.ID, uuid.NewString(), "o1"); got.errorCode() != "poll_closed" {
+		t.Fatalf("new vote after close: %d %s, want poll_closed", got.Status, got.Body)
+	}
+	if got := n.httpVote(session, poll.ID, uuid.NewString(), "o2"); got.errorCode() != "poll_closed" {
+		t.Fatalf("second vote of the voter after close: %d %s, want poll_closed", got.Status, got.Body)
+	}
+}

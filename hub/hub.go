@@ -220,6 +220,12 @@ func (h *Hub) vote(ctx context.Context, sessionID string, req VoteRequest) (Vote
 		return VoteResult{}, e
 	}
 	poll, err := h.registry.CheckVote(req.Poll, req.Options)
+	if errors.Is(err, ErrPollClosed) {
+		// A retry of a vote counted before the close must still learn that it counted,
+		// so closed polls go to the shard, which answers duplicate or poll_closed and
+		// never queues the vote.
+		poll, err = h.registry.Poll(req.Poll)
+	}
 	if err != nil {
 		return VoteResult{}, err
 	}

@@ -91,11 +91,14 @@ type Server struct {
 	handler  http.Handler
 	http     *http.Server
 
-	// mu guards conns and closing.
+	// mu guards conns, closing and unused.
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
 	closing bool
 	wg      sync.WaitGroup // one per open socket
+	// unused holds the TCP connections that have not sent a request yet. Shutdown
+	// closes them at once: http.Server.Shutdown would wait 5 s for each.
+	unused map[net.Conn]struct{}
 }
 
 // New builds a Server from cfg.
@@ -111,6 +114,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:  cfg.Metrics,
 		sessions: hub.NewRateLimiter(cfg.SessionRate, cfg.SessionBurst, 100_000),
 		conns:    make(map[*conn]struct{}),
+		unused:   make(map[net.Conn]struct{}),
 	}
 	s.sampler = newStatsSampler(cfg.Hub, cfg.Metrics, time.Now)
 	s.handler = s.routes()
@@ -122,6 +126,7 @@ func New(cfg Config) (*Server, error) {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		ConnState:         s.trackUnused,
 	}
 	return s, nil
 }
@@ -232,11 +237,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	err := s.http.Shutdown(ctx)
-	var closing sync.WaitGroup
+	var (
+		err     error
+		closing sync.WaitGroup
+	)
+	closing.Go(func() { err = s.http.Shutdown(ctx) })
 	for _, c := range conns {
 		closing.Go(func() { c.goAway(ctx) })
 	}
+	s.closeUnused()
 	closing.Wait()
 
 	done := make(chan struct{})
@@ -250,6 +259,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("transport: %d sockets still open at shutdown deadline: %w", s.openSockets(), ctx.Err())
 	}
 	return err
+}
+
+// trackUnused records connections that are open but have not sent a request.
+func (s *Server) trackUnused(c net.Conn, state http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if state == http.StateNew {
+		s.unused[c] = struct{}{}
+	} else {
+		delete(s.unused, c)
+	}
+}
+
+// closeUnused closes the connections that never sent a request. A client that was
+// about to use one sees the connection closed and retries, as after any shutdown.
+func (s *Server) closeUnused() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.unused {
+		_ = c.Close()
+		delete(s.unused, c)
+	}
 }
 
 func (s *Server) openSockets() int {
