@@ -30,6 +30,9 @@ type aggregatorConfig struct {
 	rounds       *atomic.Uint64
 	slowSkips    *atomic.Uint64
 	baseCtx      context.Context
+	// kick starts a round at once, without waiting for the interval. It has room
+	// for one request; more while one waits are dropped.
+	kick chan struct{}
 }
 
 // aggPoll is the aggregator's record of one poll.
@@ -115,6 +118,7 @@ func runTicker(root *actor.RootContext, self *actor.PID, cfg *aggregatorConfig, 
 		case <-stop:
 			return
 		case <-ticker.C:
+		case <-cfg.kick:
 		}
 
 		round := gatherTotals(root, cfg.shards, cfg.roundTimeout)

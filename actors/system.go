@@ -153,6 +153,7 @@ type System struct {
 	readyCount atomic.Int64
 	readyFlags []atomic.Bool
 	readyDone  chan struct{}
+	kick       chan struct{} // asks the aggregator for a round now
 
 	results   *resultsCache
 	rounds    atomic.Uint64
@@ -228,6 +229,7 @@ func newSystem(cfg Config) *System {
 		waitDefault: 3 * cfg.AppendTimeout,
 		readyFlags:  make([]atomic.Bool, cfg.Shards),
 		readyDone:   make(chan struct{}),
+		kick:        make(chan struct{}, 1),
 		results:     newResultsCache(),
 		tasks:       &taskGroup{},
 	}
@@ -282,6 +284,7 @@ func (s *System) spawn(m *metrics) error {
 		rounds:       &s.rounds,
 		slowSkips:    &s.slowSkips,
 		baseCtx:      s.baseCtx,
+		kick:         s.kick,
 	}
 	props := actor.PropsFromProducer(func() actor.Actor { return newAggregator(acfg) })
 
@@ -310,7 +313,28 @@ func (s *System) markReady(shard int) {
 	if s.readyCount.Add(1) == int64(len(s.readyFlags)) {
 		close(s.readyDone)
 		s.log.Info("every shard recovered", "shards", len(s.readyFlags))
+		// Publish the recovered totals now rather than one interval later, so that
+		// nobody reads the document stored before a crash once /readyz says ready.
+		s.kickAggregator()
 	}
+}
+
+func (s *System) kickAggregator() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flushResults runs one last results round before the aggregator stops, so that
+// the stored documents include the votes of the final interval. The round reaches
+// the aggregator before the poison that stops it.
+func (s *System) flushResults() {
+	if !s.Ready() {
+		return
+	}
+	round := gatherTotals(s.root, s.shards, min(s.cfg.BroadcastInterval/2, 2*time.Second))
+	s.root.Send(s.aggregator, round)
 }
 
 // Ready reports whether every shard has recovered its state.
@@ -575,6 +599,7 @@ func (s *System) Stop(ctx context.Context) error {
 	s.log.Info("actors stopping")
 	s.stopRecovery()
 
+	s.flushResults()
 	errs := []error{s.poison(ctx, s.aggregator)}
 	errs = append(errs, s.stopShards(ctx)...)
 
