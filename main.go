@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -86,17 +87,20 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.server.Serve(a.ln) }()
 
-	go func() {
-		if err := a.shards.WaitReady(ctx); err == nil {
-			logger.Info("livevote ready: every shard recovered", "took", time.Since(started).Round(time.Millisecond))
+	// The demo links are printed once recovery is done, below the recovery log lines.
+	readyCtx, cancelReady := context.WithCancel(ctx)
+	var readiness sync.WaitGroup
+	readiness.Go(func() {
+		if err := a.shards.WaitReady(readyCtx); err != nil {
+			return
 		}
-	}()
-
-	if cfg.Demo {
-		if err := createDemo(ctx, a, stdout); err != nil {
-			logger.Error("demo setup failed", "error", err)
+		logger.Info("livevote ready: every shard recovered", "took", time.Since(started).Round(time.Millisecond))
+		if cfg.Demo {
+			if err := createDemo(readyCtx, a, stdout); err != nil {
+				logger.Error("demo setup failed", "error", err)
+			}
 		}
-	}
+	})
 
 	select {
 	case <-ctx.Done():
@@ -104,6 +108,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 	case err = <-serveErr:
 		logger.Error("http server failed", "error", err)
 	}
+	cancelReady()
+	readiness.Wait()
 	if stopErr := a.stop(cfg.ShutdownTimeout, logger); stopErr != nil {
 		err = errors.Join(err, stopErr)
 	}

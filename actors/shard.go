@@ -796,7 +796,7 @@ func (sh *shard) saveFinalSnapshot() error {
 
 	sh.savedSeq = seq
 	sh.closedChanged = false
-	sh.log.Info("shard snapshot saved", "seq", seq, "bytes", len(data), "duration", time.Since(start))
+	sh.log.Debug("shard snapshot saved", "seq", seq, "bytes", len(data), "duration", time.Since(start))
 
 	return nil
 }
