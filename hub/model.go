@@ -153,7 +153,7 @@ func validateNewPoll(p NewPoll) (NewPoll, error) {
 	}
 
 	if len(p.Options) < MinPollOptions || len(p.Options) > MaxPollOptions {
-		return NewPoll{}, Errorf(CodeInvalidMessage, "poll has %d options; send %d to %d", len(p.Options), MinPollOptions, MaxPollOptions)
+		return NewPoll{}, Errorf(CodeInvalidMessage, "a poll needs %d to %d options, not %d", MinPollOptions, MaxPollOptions, len(p.Options))
 	}
 
 	labels := make([]string, len(p.Options))

@@ -293,7 +293,7 @@ func axeSource(t *testing.T) string {
 		axeScript = string(data)
 	})
 	if axeErr != nil {
-		message := fmt.Sprintf("accessibility check needs axe-core at %s (%v): install it with `npm install --prefix .ci/axe axe-core@4` from the repository root, or set LIVEVOTE_AXE_JS to axe.min.js", axeFrom, axeErr)
+		message := fmt.Sprintf("accessibility check needs axe-core at %s (%v): install it with `npm install --prefix .ci/axe axe-core@4.10.3` from the repository root, or set LIVEVOTE_AXE_JS to axe.min.js", axeFrom, axeErr)
 		if os.Getenv("CI") == "true" {
 			t.Fatal(message)
 		}
