@@ -231,6 +231,7 @@ function dropToken() {
   sessionStore.remove(tokenKey);
   dom.presenterLinkBlock.hidden = true;
   dom.createSection.hidden = true;
+  dom.noToken.textContent = "The presenter token in this link was not accepted, so this page shows only the results the audience can see. Open the presenter link you got when you created the event to manage polls.";
   dom.noToken.hidden = false;
   showNotice(describeError("unauthorized"));
   renderPollList();

@@ -70,7 +70,7 @@ func (c *conn) authenticate(ctx context.Context, eventID string) bool {
 	if refused != nil {
 		c.srv.logger.Info("presenter socket refused", "event", eventID, "code", refused.Code)
 		c.enqueueJSON(errorMessage{Type: "error", Error: refused})
-		c.shut(websocket.StatusPolicyViolation, "presenter token required")
+		c.shut(websocket.StatusPolicyViolation, "presenter token missing or invalid")
 		return false
 	}
 	return true
