@@ -127,7 +127,20 @@ func (s *statsSampler) window() (base, current statsSample) {
 	for len(s.samples) > 1 && !s.samples[1].at.After(now.Add(-dashboardWindow)) {
 		s.samples = s.samples[1:]
 	}
+	// A sample from before recovery ended would count replayed votes as new ones.
+	for len(s.samples) > 1 && !allShardsReady(s.samples[0].shards) {
+		s.samples = s.samples[1:]
+	}
 	return s.samples[0], s.samples[len(s.samples)-1]
+}
+
+func allShardsReady(stats actors.Stats) bool {
+	for _, shard := range stats.Shards {
+		if !shard.Ready {
+			return false
+		}
+	}
+	return true
 }
 
 // getDashboard serves GET /api/dashboard: the operator's live figures, the same
