@@ -127,11 +127,18 @@ func (s *statsSampler) window() (base, current statsSample) {
 	for len(s.samples) > 1 && !s.samples[1].at.After(now.Add(-dashboardWindow)) {
 		s.samples = s.samples[1:]
 	}
-	// A sample from before recovery ended would count replayed votes as new ones.
-	for len(s.samples) > 1 && !allShardsReady(s.samples[0].shards) {
-		s.samples = s.samples[1:]
+	// Shard counters sampled before recovery ended would count replayed votes as new
+	// ones. Such samples keep their hub figures but take the shard counters of the
+	// first sample after recovery, so shard rates start from there.
+	newest := s.samples[len(s.samples)-1]
+	if allShardsReady(newest.shards) {
+		for i := range s.samples {
+			if !allShardsReady(s.samples[i].shards) {
+				s.samples[i].shards = newest.shards
+			}
+		}
 	}
-	return s.samples[0], s.samples[len(s.samples)-1]
+	return s.samples[0], newest
 }
 
 func allShardsReady(stats actors.Stats) bool {
