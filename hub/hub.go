@@ -23,8 +23,8 @@ const (
 	DefaultVoteBurst = 20
 	// DefaultMaxSessionsTracked bounds the per-session rate limiter's memory, in sessions.
 	DefaultMaxSessionsTracked = 1_000_000
-	// DefaultVoteTimeout bounds the wait for a shard's answer. A vote that exceeds it is
-	// answered overloaded, and a retry with the same vote id is safe.
+	// DefaultVoteTimeout bounds the wait for a shard's reply. A vote that exceeds it gets
+	// overloaded, and a retry with the same vote id is safe.
 	DefaultVoteTimeout = 10 * time.Second
 )
 
@@ -62,7 +62,7 @@ type VoteRequest struct {
 	Options []string
 }
 
-// VoteResult is the answer to an accepted or replayed vote. Rejections are *Error values.
+// VoteResult is the reply to an accepted or replayed vote. Rejections are *Error values.
 type VoteResult struct {
 	VoteID  string          `json:"vote_id"`
 	Status  string          `json:"status"` // "accepted" or "duplicate"
@@ -189,7 +189,7 @@ func (h *Hub) Registry() *Registry { return h.registry }
 // Sessions returns the voter session signer.
 func (h *Hub) Sessions() *Sessions { return h.sessions }
 
-// Drain makes every later Vote answer overloaded, so that shutdown can finish the votes
+// Drain makes every later Vote return overloaded, so that shutdown can finish the votes
 // already in flight without taking new ones.
 func (h *Hub) Drain() { h.draining.Store(true) }
 
@@ -274,7 +274,7 @@ func overloaded(format string, args ...any) *Error {
 	return e
 }
 
-// CreatePoll creates a draft poll in an event and tells subscribers.
+// CreatePoll creates a draft poll in an event and notifies subscribers.
 func (h *Hub) CreatePoll(ctx context.Context, eventID string, p NewPoll) (Poll, error) {
 	poll, err := h.registry.CreatePoll(ctx, eventID, p)
 	if err != nil {
@@ -286,7 +286,7 @@ func (h *Hub) CreatePoll(ctx context.Context, eventID string, p NewPoll) (Poll, 
 	return poll, nil
 }
 
-// OpenPoll opens a poll for votes and tells subscribers.
+// OpenPoll opens a poll for votes and notifies subscribers.
 func (h *Hub) OpenPoll(ctx context.Context, pollID string) (Poll, error) {
 	poll, err := h.registry.OpenPoll(ctx, pollID)
 	if err != nil {
@@ -414,7 +414,7 @@ func (h *Hub) Publish(doc actors.Results) {
 }
 
 // ShowResults shows (visible true) or hides a poll's results from the audience and
-// tells every subscriber of the event the poll's new state. Once results are shown,
+// sends every subscriber of the event the poll's new state. Once results are shown,
 // the latest document goes to the audience at once; while they are hidden, audience
 // sockets get no results document of the poll.
 func (h *Hub) ShowResults(ctx context.Context, pollID string, visible bool) (Poll, error) {

@@ -78,8 +78,8 @@ func (l *limitListener) release(ip string) {
 	}
 }
 
-// refuse reads the start of the request, so that the client takes the answer as the
-// response to it, answers 503 and closes the connection, all within two seconds.
+// refuse reads the start of the request, so that the client reads the 503 as the
+// response to it, then writes the 503 and closes the connection, all within two seconds.
 func refuse(c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))

@@ -20,7 +20,7 @@ import (
 // Default limits of a Server; a zero Config field takes these.
 const (
 	// DefaultMaxMessageBytes is the largest WebSocket message or vote body read, in bytes.
-	// A larger WebSocket message closes the socket with 1009, a larger body answers 413.
+	// A larger WebSocket message closes the socket with 1009, a larger body gets 413.
 	DefaultMaxMessageBytes = 4 << 10
 	// DefaultMaxBodyBytes is the largest body of the other API requests, in bytes.
 	DefaultMaxBodyBytes = 16 << 10
@@ -30,7 +30,7 @@ const (
 	// DefaultWriteTimeout bounds one WebSocket write.
 	DefaultWriteTimeout = 10 * time.Second
 	// DefaultPingInterval is how often an idle socket is pinged. A peer that does not
-	// answer within the next interval is dropped.
+	// respond within the next interval is dropped.
 	DefaultPingInterval = 30 * time.Second
 	// DefaultVotesInFlight is how many votes of one socket may wait for their acks at once.
 	// The socket is not read while that many are pending.

@@ -33,7 +33,7 @@ type conn struct {
 
 	votes     sync.WaitGroup // vote goroutines
 	inFlight  chan struct{}  // semaphore of VotesInFlight
-	goingAway atomic.Bool    // set by goAway: new votes are answered overloaded
+	goingAway atomic.Bool    // set by goAway: new votes get overloaded
 }
 
 type welcomeMessage struct {
@@ -169,7 +169,7 @@ func (c *conn) run(ctx context.Context, ev hub.Event, session wsSessionInfo, ses
 
 	c.readLoop(ctx)
 
-	// Answer every vote already taken before the socket closes.
+	// Send the ack of every vote already taken before the socket closes.
 	c.votes.Wait()
 	c.shut(websocket.StatusNormalClosure, "")
 	writer.Wait()
@@ -367,7 +367,7 @@ func (c *conn) writeLoop(ctx context.Context) {
 			}
 		case <-ping.C:
 			if err := c.ping(ctx); err != nil {
-				c.srv.logger.Info("websocket peer did not answer ping", "event", c.event, "error", err)
+				c.srv.logger.Info("websocket peer did not respond to ping", "event", c.event, "error", err)
 				c.ws.CloseNow()
 				c.shut(websocket.StatusGoingAway, "")
 				return
