@@ -35,6 +35,10 @@ type aggregatorConfig struct {
 	kick chan struct{}
 }
 
+// finalizeAttempts is how many final documents onFinalize builds when
+// another writer keeps storing newer documents of the poll.
+const finalizeAttempts = 3
+
 // aggPoll is the aggregator's record of one poll.
 type aggPoll struct {
 	info       PollInfo
@@ -177,7 +181,7 @@ func (a *aggregator) onRegister(msg *registerPoll) {
 		doc := *p.doc
 		doc.Event = p.info.Event
 		p.doc = &doc
-		a.cfg.cache.put(doc)
+		a.cfg.cache.setEvent(doc.Poll, doc.Event)
 	}
 
 	err := a.ensureLoaded(p)
@@ -253,6 +257,11 @@ func (a *aggregator) onRound(round *roundResult) {
 		}
 
 		err := a.publishIfChanged(p, merged[id])
+		if errors.Is(err, persistence.ErrStaleResults) {
+			a.log.Info("results of another writer are newer; the next document continues from them",
+				"poll", id, "error", err)
+			continue
+		}
 		if err != nil {
 			a.log.Warn("results not published; retrying next round", "poll", id, "error", err)
 		}
@@ -333,7 +342,10 @@ func sameTotals(a, b Results) bool {
 
 // store writes doc with PutResults and, only once it is stored, makes it the
 // poll's latest document and publishes it. A failed write publishes nothing,
-// so a version that clients saw is always stored.
+// so a version that clients saw is always stored. When the store holds a
+// newer document, written by another aggregator, store adopts that one and
+// returns an error wrapping persistence.ErrStaleResults, so the next
+// document continues from the stored version.
 func (a *aggregator) store(p *aggPoll, doc Results) error {
 	data, err := json.Marshal(doc)
 	if err != nil {
@@ -344,22 +356,62 @@ func (a *aggregator) store(p *aggPoll, doc Results) error {
 	defer cancel()
 
 	err = a.cfg.store.PutResults(ctx, doc.Poll, data)
+	if errors.Is(err, persistence.ErrStaleResults) {
+		adoptErr := a.adoptStored(ctx, p)
+		return errors.Join(fmt.Errorf("actors: store results of poll %q version %d: %w", doc.Poll, doc.Version, err), adoptErr)
+	}
 	if err != nil {
 		return fmt.Errorf("actors: store results of poll %q version %d: %w", doc.Poll, doc.Version, err)
 	}
 
-	p.doc = &doc
-	a.cfg.cache.put(doc)
-	if a.cfg.publish != nil {
-		a.cfg.publish(doc)
+	a.accept(p, doc)
+
+	return nil
+}
+
+// adoptStored reads the stored document of p and makes it the poll's latest
+// document when it replaces the one the aggregator holds.
+func (a *aggregator) adoptStored(ctx context.Context, p *aggPoll) error {
+	data, err := a.cfg.store.GetResults(ctx, p.info.ID)
+	if err != nil {
+		return fmt.Errorf("actors: read newer results of poll %q: %w", p.info.ID, err)
+	}
+
+	var doc Results
+	err = json.Unmarshal(data, &doc)
+	if err != nil {
+		return fmt.Errorf("actors: decode newer results of poll %q: %w", p.info.ID, err)
+	}
+	doc.Poll = p.info.ID
+	doc.Event = p.info.Event
+
+	if p.doc == nil || resultsVersion(doc).Replaces(resultsVersion(*p.doc)) {
+		a.log.Info("results stored by another writer adopted", "poll", doc.Poll, "version", doc.Version,
+			"final", doc.Final)
+		a.accept(p, doc)
 	}
 
 	return nil
 }
 
+// accept makes doc, which is stored, the poll's latest document and
+// publishes it.
+func (a *aggregator) accept(p *aggPoll, doc Results) {
+	p.doc = &doc
+	a.cfg.cache.put(doc)
+	if a.cfg.publish != nil {
+		a.cfg.publish(doc)
+	}
+}
+
+func resultsVersion(doc Results) persistence.ResultsVersion {
+	return persistence.ResultsVersion{Version: doc.Version, Final: doc.Final}
+}
+
 // onFinalize stores and publishes the final document of a poll from the
 // barrier totals of every shard. A poll that already has a final document
-// with the same totals keeps it.
+// with the same totals keeps it. When another writer stored a newer document
+// meanwhile, onFinalize builds on it, at most finalizeAttempts times.
 func (a *aggregator) onFinalize(req *finalizeRequest) *finalizeReply {
 	p := a.poll(req.poll)
 	p.info.Closed = true
@@ -374,19 +426,26 @@ func (a *aggregator) onFinalize(req *finalizeRequest) *finalizeReply {
 		sum = addTotals(sum, t)
 	}
 
-	doc := a.build(p, sum, true)
-	if p.final() && sameTotals(*p.doc, doc) {
-		return &finalizeReply{results: *p.doc}
+	for range finalizeAttempts {
+		doc := a.build(p, sum, true)
+		if p.final() && sameTotals(*p.doc, doc) {
+			return &finalizeReply{results: *p.doc}
+		}
+
+		err = a.store(p, doc)
+		if errors.Is(err, persistence.ErrStaleResults) {
+			continue
+		}
+		if err != nil {
+			return &finalizeReply{err: err}
+		}
+
+		a.log.Info("poll closed; final results stored", "poll", doc.Poll, "version", doc.Version,
+			"voters", doc.Voters, "total_votes", doc.TotalVotes)
+		return &finalizeReply{results: doc}
 	}
 
-	err = a.store(p, doc)
-	if err != nil {
-		return &finalizeReply{err: err}
-	}
-	a.log.Info("poll closed; final results stored", "poll", doc.Poll, "version", doc.Version,
-		"voters", doc.Voters, "total_votes", doc.TotalVotes)
-
-	return &finalizeReply{results: doc}
+	return &finalizeReply{err: err}
 }
 
 // resultsCache holds the latest document of every poll for Results. The
@@ -400,10 +459,34 @@ func newResultsCache() *resultsCache {
 	return &resultsCache{docs: make(map[string]Results)}
 }
 
-func (c *resultsCache) put(doc Results) {
+// put keeps doc when the poll has no document yet or when doc replaces the
+// cached one by persistence.ResultsVersion.Replaces, and reports whether it
+// did. So the cache never goes back to an older or non-final document, even
+// when a restarted aggregator has not yet read the stored one.
+func (c *resultsCache) put(doc Results) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	current, ok := c.docs[doc.Poll]
+	if ok && !resultsVersion(doc).Replaces(resultsVersion(current)) {
+		return false
+	}
 	c.docs[doc.Poll] = doc
-	c.mu.Unlock()
+
+	return true
+}
+
+// setEvent changes the event of the poll's cached document, which keeps its
+// version.
+func (c *resultsCache) setEvent(poll, event string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	doc, ok := c.docs[poll]
+	if ok {
+		doc.Event = event
+		c.docs[poll] = doc
+	}
 }
 
 // get returns a copy of the document, so callers may modify its counts.

@@ -306,6 +306,10 @@ func TestClosePollBarrier(t *testing.T) {
 func TestClosePollWithoutVotes(t *testing.T) {
 	t.Parallel()
 	s := startSystem(t, openStore(t, t.TempDir()), Config{})
+	// Readiness starts a results round at once. Registering the poll only after
+	// it ended leaves the next round 5 s away, so the final document is the
+	// poll's first.
+	waitFor(t, "the round started by readiness", func() bool { return s.Stats().Rounds >= 1 })
 	s.RegisterPoll(PollInfo{ID: "p1", Event: "e1", Options: []string{"a", "b"}})
 
 	final, err := s.ClosePoll(t.Context(), "p1")

@@ -55,18 +55,6 @@ func keyByte(c byte) bool {
 		c == '-' || c == '_' || c == '.'
 }
 
-// PutResults stores doc as the results document of poll, replacing the
-// previous one. When ctx has no deadline, it gives up after DefaultTimeout.
-func (s *Store) PutResults(ctx context.Context, poll string, doc []byte) error {
-	return s.put(ctx, s.results, poll, doc)
-}
-
-// GetResults returns the stored results document of poll, or an error
-// wrapping ErrNotFound.
-func (s *Store) GetResults(ctx context.Context, poll string) ([]byte, error) {
-	return s.get(ctx, s.results, poll)
-}
-
 // PutCatalog stores value under key, replacing the previous value. Keys
 // follow ValidateKey, for example "event.<id>" and "poll.<id>". When ctx has
 // no deadline, it gives up after DefaultTimeout.

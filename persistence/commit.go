@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +19,21 @@ import (
 // commit, from all callers together. AppendBatch blocks on a full queue
 // until a place frees or its context ends.
 const MaxPendingAppends = 8192
+
+// maxPublishAttempts is how many times the committer publishes one stream
+// message whose ack did not arrive: the first publish and two retries. The
+// retries republish the same bytes with the same Msg-Id, so JetStream stores
+// the message once while it is within DuplicateWindow.
+const maxPublishAttempts = 3
+
+// publishRetryWait is the pause before each retry, so that publishes that
+// fail at once, as on a connection that is reconnecting, do not use up
+// their attempts within a millisecond.
+const publishRetryWait = 50 * time.Millisecond
+
+// publishFunc publishes one stream message and returns JetStream's ack. The
+// committer calls jetstream.JetStream.PublishMsg through it.
+type publishFunc func(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 
 // appendRequest is one AppendBatch call waiting for the committer.
 type appendRequest struct {
@@ -41,15 +58,23 @@ type committer struct {
 
 	idPrefix string // makes the Msg-Id of multi-batch messages unique across starts
 	messages uint64 // multi-batch messages published, the last part of their Msg-Id
+
+	// held is the number of requests that the goroutine took from requests
+	// and has not answered yet.
+	held atomic.Int64
+
+	// publish sends a message to JetStream. It is the Store's PublishMsg,
+	// and tests replace it before the goroutine starts.
+	publish publishFunc
 }
 
 // startCommitter starts the committer goroutine. stopCommitter stops it.
 func (s *Store) startCommitter() {
-	s.commit = newCommitter()
+	s.commit = newCommitter(s.js.PublishMsg)
 	go s.runCommitter()
 }
 
-func newCommitter() *committer {
+func newCommitter(publish publishFunc) *committer {
 	random := make([]byte, 8)
 	_, _ = rand.Read(random) // crypto/rand.Read never returns an error
 
@@ -61,6 +86,7 @@ func newCommitter() *committer {
 		cancel:   cancel,
 		done:     make(chan struct{}),
 		idPrefix: "livevote-log-" + hex.EncodeToString(random) + "-",
+		publish:  publish,
 	}
 }
 
@@ -117,6 +143,7 @@ func (s *Store) runCommitter() {
 		if len(waiting) == 0 {
 			select {
 			case req := <-c.requests:
+				c.held.Add(1)
 				waiting = append(waiting, req)
 			case <-c.ctx.Done():
 				s.failRequests(nil)
@@ -148,6 +175,7 @@ func (s *Store) collect(waiting []*appendRequest) []*appendRequest {
 	for size < MaxMessageBytes {
 		select {
 		case req := <-s.commit.requests:
+			s.commit.held.Add(1)
 			waiting = append(waiting, req)
 			size += len(req.body)
 		default:
@@ -168,7 +196,7 @@ func (s *Store) cutMessage(waiting []*appendRequest) (message, rest []*appendReq
 	for n < len(waiting) {
 		req := waiting[n]
 		if req.ctx.Err() != nil {
-			req.reply <- appendReply{err: fmt.Errorf("batch %q was not appended: %w", req.batch.ID, req.ctx.Err())}
+			s.commit.answer(req, appendReply{err: fmt.Errorf("batch %q was not appended: %w", req.batch.ID, req.ctx.Err())})
 			waiting = append(waiting[:n], waiting[n+1:]...)
 			continue
 		}
@@ -203,18 +231,90 @@ func (s *Store) publish(message []*appendRequest) {
 	defer cancel()
 
 	msg, msgID := s.buildMessage(message)
-	ack, err := s.js.PublishMsg(ctx, msg,
-		jetstream.WithMsgID(msgID),
-		jetstream.WithExpectStream(VotesStream))
+	ack, err := s.publishWithRetry(ctx, msg, msgID)
 
 	for _, req := range message {
 		if err != nil {
-			req.reply <- appendReply{err: fmt.Errorf("append batch %q of shard %d in a message of %d batches: %w",
-				req.batch.ID, req.batch.Shard, len(message), err)}
+			c.answer(req, appendReply{err: fmt.Errorf("append batch %q of shard %d in a message of %d batches: %w",
+				req.batch.ID, req.batch.Shard, len(message), err)})
 			continue
 		}
-		req.reply <- appendReply{seq: ack.Sequence}
+		c.answer(req, appendReply{seq: ack.Sequence})
 	}
+}
+
+// publishWithRetry publishes msg with Msg-Id msgID up to maxPublishAttempts
+// times before ctx ends. Each attempt waits for its ack at most its share of
+// the time left, so a lost ack leaves time for the retries. Only a timeout
+// or a connection error is retried, because JetStream may have stored the
+// message then. A rejection, such as a wrong stream or a message above
+// max_payload, and the end of ctx are returned at once. Every attempt sends
+// the same bytes and Msg-Id, so a message that one attempt stored is not
+// stored again, and the ack of a retry carries the stored sequence.
+func (s *Store) publishWithRetry(ctx context.Context, msg *nats.Msg, msgID string) (*jetstream.PubAck, error) {
+	var err error
+
+	for attempt := 1; attempt <= maxPublishAttempts; attempt++ {
+		var ack *jetstream.PubAck
+		ack, err = s.publishAttempt(ctx, msg, msgID, maxPublishAttempts-attempt+1)
+		if err == nil {
+			return ack, nil
+		}
+		if ctx.Err() != nil || !retryablePublishError(err) || attempt == maxPublishAttempts {
+			break
+		}
+
+		s.log.Warn("vote stream publish failed; retrying with the same Msg-Id", "msg_id", msgID,
+			"attempt", attempt, "max_attempts", maxPublishAttempts, "err", err)
+		s.waitBeforeRetry(ctx)
+	}
+
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("publish message %q: %w (last error: %v)", msgID, ctx.Err(), err)
+	}
+
+	return nil, fmt.Errorf("publish message %q: %w", msgID, err)
+}
+
+// publishAttempt publishes msg once and waits for the ack at most the time
+// left in ctx divided by attemptsLeft.
+func (s *Store) publishAttempt(ctx context.Context, msg *nats.Msg, msgID string,
+	attemptsLeft int) (*jetstream.PubAck, error) {
+	deadline, _ := ctx.Deadline() // publish always sets one
+	share := time.Until(deadline) / time.Duration(attemptsLeft)
+
+	attemptCtx, cancel := context.WithTimeout(ctx, share)
+	defer cancel()
+
+	return s.commit.publish(attemptCtx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(VotesStream))
+}
+
+// waitBeforeRetry pauses publishRetryWait or until ctx ends.
+func (s *Store) waitBeforeRetry(ctx context.Context) {
+	timer := time.NewTimer(publishRetryWait)
+	defer timer.Stop()
+
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+}
+
+// retryablePublishError reports whether err leaves open whether JetStream
+// stored the message: a missing ack or a connection that is down. A reply
+// from JetStream, such as a jetstream.APIError or a rejection by the
+// client library, is final.
+func retryablePublishError(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return false
+	}
+
+	return errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrStaleConnection)
 }
 
 // buildMessage encodes the requests' batches in the message format and
@@ -245,16 +345,25 @@ func (s *Store) buildMessage(message []*appendRequest) (*nats.Msg, string) {
 // failRequests replies ErrClosed to waiting and to every request still in
 // the channel. The caller is the committer goroutine, which is stopping.
 func (s *Store) failRequests(waiting []*appendRequest) {
+	c := s.commit
 	for _, req := range waiting {
-		req.reply <- appendReply{err: ErrClosed}
+		c.answer(req, appendReply{err: ErrClosed})
 	}
 
 	for {
 		select {
-		case req := <-s.commit.requests:
-			req.reply <- appendReply{err: ErrClosed}
+		case req := <-c.requests:
+			c.held.Add(1)
+			c.answer(req, appendReply{err: ErrClosed})
 		default:
 			return
 		}
 	}
+}
+
+// answer sends r to the caller of req, which never blocks because reply has
+// room for one value, and counts req as answered.
+func (c *committer) answer(req *appendRequest, r appendReply) {
+	req.reply <- r
+	c.held.Add(-1)
 }

@@ -17,7 +17,7 @@ func pauseCommitter(t *testing.T, s *Store) (resume func()) {
 	t.Helper()
 
 	s.stopCommitter()
-	s.commit = newCommitter()
+	s.commit = newCommitter(s.js.PublishMsg)
 
 	var once sync.Once
 	resume = func() { once.Do(func() { go s.runCommitter() }) }

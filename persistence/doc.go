@@ -7,11 +7,14 @@
 //   - stream LIVEVOTE_VOTES: vote batches on subject livevote.votes.log,
 //     kept without an age or size limit. A group commit puts the batches
 //     that wait while one publish is in flight into the next message, so
-//     one fsync covers the batches of many shards. A message of one batch
-//     is deduplicated by the batch id (Nats-Msg-Id) within a 2 minute
-//     window. Messages on livevote.votes.<shard>, one batch each, come from
-//     older releases and replay the same way;
-//   - KV bucket LIVEVOTE_RESULTS: the latest results document per poll;
+//     one fsync covers the batches of many shards. Every message has its
+//     own Nats-Msg-Id (the batch id for a message of one batch), and a
+//     publish whose ack is lost is retried with the same bytes and id, so
+//     JetStream's 2 minute duplicate window stores it once. Messages on
+//     livevote.votes.<shard>, one batch each, come from older releases and
+//     replay the same way;
+//   - KV bucket LIVEVOTE_RESULTS: the latest results document per poll,
+//     written only when its version is higher than the stored one's;
 //   - KV bucket LIVEVOTE_CATALOG: events, polls and other catalog records;
 //   - KV bucket LIVEVOTE_SYSTEM: the shard ring (salt and shard count) and
 //     named secrets, kept apart from the catalog so that listing the catalog

@@ -8,6 +8,10 @@ var (
 	// ErrNotFound reports a missing catalog record or results document.
 	ErrNotFound = errors.New("persistence: not found")
 
+	// ErrStaleResults reports a results document that PutResults did not
+	// store because the stored one is as new or newer.
+	ErrStaleResults = errors.New("persistence: stale results document")
+
 	// ErrNoSnapshot reports that a shard has no stored snapshot yet.
 	ErrNoSnapshot = errors.New("persistence: no snapshot")
 

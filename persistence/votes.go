@@ -39,12 +39,20 @@ const replayInactiveThreshold = 30 * time.Second
 // message with other batches may be stored twice. Callers that apply
 // batches idempotently, as the shard actors do, count it once.
 //
+// When the ack of a message times out or the connection fails, the
+// committer publishes the same bytes with the same Msg-Id again, up to 3
+// times in all before the latest deadline of the message's callers. Each
+// attempt waits for its ack at most its share of the time left. JetStream
+// stores such a message once and acknowledges the retry with the stored
+// sequence. A rejection by JetStream, such as a wrong stream, is not
+// retried.
+//
 // An invalid batch wraps ErrInvalidBatch and one above MaxBatchBytes wraps
-// ErrBatchTooLarge, and neither is published. A failed publish returns an
-// error to every caller of the message, and after Close AppendBatch returns
-// ErrClosed. An error after the publish started means the batch may be
-// stored anyway. When ctx has no deadline, AppendBatch gives up after
-// DefaultTimeout.
+// ErrBatchTooLarge, and neither is published. A publish that failed every
+// attempt returns an error to every caller of the message, and after Close
+// AppendBatch returns ErrClosed. An error after the publish started means
+// the batch may be stored anyway. When ctx has no deadline, AppendBatch
+// gives up after DefaultTimeout.
 func (s *Store) AppendBatch(ctx context.Context, b Batch) (seq uint64, err error) {
 	err = validateBatch(b)
 	if err != nil {
