@@ -348,7 +348,7 @@ func slowConsumers(tb testing.TB, n *testNode) int {
 // never read to one event and publishes results documents of about 40 KiB. The server
 // closes every stuck socket because its send queue is full, their goroutines end, and
 // the median delay from Publish to receipt at the reading sockets stays within 10% plus
-// 20 ms of the median measured before the stuck sockets connected.
+// 50 ms of the median measured before the stuck sockets connected.
 func TestStuckSocketsDoNotDelayOthers(t *testing.T) {
 	const (
 		healthy = 50
@@ -368,7 +368,9 @@ func TestStuckSocketsDoNotDelayOthers(t *testing.T) {
 		t.Errorf("%d goroutines after the stuck sockets were closed, %d before they connected: their goroutines did not end", out.goroutinesAfter, out.goroutinesBefore)
 	}
 	base, with := out.baseline.quantile(0.5), out.withStuck.quantile(0.5)
-	if limit := base + base/10 + 20*time.Millisecond; with > limit {
+	// The absolute slack covers other test packages sharing the cores in a full run;
+	// BenchmarkBroadcastWithStuckSockets gives the figure on a quiet machine.
+	if limit := base + base/10 + 50*time.Millisecond; with > limit {
 		t.Errorf("median delay %s with %d stuck sockets, %s without: over the limit of %s", with, stuck, base, limit)
 	}
 }
