@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"log/slog"
@@ -11,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
 	"github.com/livevote/livevote/actors"
 	"github.com/livevote/livevote/hub"
+	"github.com/livevote/livevote/transport"
 )
 
 func TestBallotStuffing(t *testing.T) {
@@ -208,4 +211,32 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.Write(p)
+}
+
+// TestNewSessionsLimitedPerIP checks that clearing a session to vote again is slow:
+// new sessions from one IP stop at the burst and get rate_limited with Retry-After,
+// over HTTP and for sockets that connect without a session.
+func TestNewSessionsLimitedPerIP(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.SessionBurst, cfg.SessionRate = 5, 0.01
+	n := startNode(t, cfg)
+	ev := n.createEvent("Session limit")
+
+	for i := range cfg.SessionBurst {
+		if got := n.do("POST", "/api/sessions", nil, nil); got.Status != http.StatusCreated {
+			t.Fatalf("session %d of the burst: %d %s", i+1, got.Status, got.Body)
+		}
+	}
+	got := n.do("POST", "/api/sessions", nil, nil)
+	if got.Status != http.StatusTooManyRequests || got.errorCode() != "rate_limited" || got.Header.Get("Retry-After") == "" {
+		t.Fatalf("session past the burst: %d %s, want 429 rate_limited with Retry-After", got.Status, got.Body)
+	}
+
+	// A socket without a session needs a new one too, so it is refused at the handshake.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, n.wsURL(ev.Event.Code), &websocket.DialOptions{Subprotocols: []string{transport.Subprotocol}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("socket without a session past the burst: err %v, response %v, want 429", err, resp)
+	}
 }

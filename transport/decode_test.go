@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -74,6 +75,29 @@ func FuzzDecodeClientMessage(f *testing.F) {
 		}
 		if msg.Type != "vote" || msg.Poll == "" || msg.VoteID == "" || len(msg.Options) == 0 || len(msg.Options) > MaxVoteOptions {
 			t.Fatalf("accepted an incomplete message: %+v", msg)
+		}
+	})
+}
+
+// FuzzDecodeVoteBody checks that no HTTP vote body panics the decoder, and that
+// every accepted body carries a vote id and 1 to MaxVoteOptions options.
+func FuzzDecodeVoteBody(f *testing.F) {
+	f.Add([]byte(`{"vote_id":"0b7d5d0e-8f43-4bd4-a3c4-7c9d1f0e2a11","options":["o1"]}`))
+	f.Add([]byte(`{"vote_id":"","options":null}`))
+	f.Add([]byte(`{"options":["o1","o2"],"vote_id":"x"} `))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var body voteBody
+		if err := decodeStrict(bytes.NewReader(data), &body); err != nil {
+			if err.Code == "" || !utf8.ValidString(err.Message) {
+				t.Fatalf("refusal without code or with invalid message: %+v", err)
+			}
+			return
+		}
+		if err := checkVoteShape(body.VoteID, body.Options); err != nil {
+			return
+		}
+		if body.VoteID == "" || len(body.Options) == 0 || len(body.Options) > MaxVoteOptions {
+			t.Fatalf("accepted an incomplete body: %+v", body)
 		}
 	})
 }
