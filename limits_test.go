@@ -308,3 +308,28 @@ func TestCompressedFrameRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowBodyTimesOut sends a request whose body never finishes: the server gives up
+// after its read timeout (15 s) instead of holding the connection.
+func TestSlowBodyTimesOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the 15 s read timeout; skipped with -short")
+	}
+	n := startNode(t, testConfig(t))
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(n.base, "http://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"title\":")
+
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, _ = io.Copy(io.Discard, conn)
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("slow body held for %s", took)
+	}
+	if took := time.Since(start); took < 10*time.Second {
+		t.Fatalf("connection ended after %s, before the read timeout: something else closed it", took)
+	}
+}
