@@ -119,9 +119,9 @@ func TestFloodAnswersOverloadedWithBoundedHeap(t *testing.T) {
 	if tally.httpOverloaded.Load() != tally.httpWithRetryAfter.Load() {
 		t.Fatalf("%d HTTP 503 answers, only %d with Retry-After", tally.httpOverloaded.Load(), tally.httpWithRetryAfter.Load())
 	}
-	// NOTE: two runs out of about thirty in full, loaded test runs ended with one vote
-	// answered neither accepted nor overloaded; its answer was not kept, so the cause is
-	// open. Such answers are logged, and the test fails only above 1 in 1,000.
+	// NOTE: two of about thirty loaded runs ended with one vote that got neither
+	// accepted nor overloaded. Its reply was not kept, so the cause is still open. Such
+	// replies are logged, and the test fails only above 1 in 1,000.
 	if other := tally.other.Load(); other > 0 {
 		t.Logf("%d votes answered neither accepted nor overloaded; the first: %v", other, tally.firstOther.Load())
 		if answered := tally.accepted.Load() + tally.overloaded.Load() + other; other*1_000 > answered {
