@@ -33,11 +33,20 @@ func TestBallotStuffing(t *testing.T) {
 		}
 		statuses := map[string]int{}
 		for range 100 {
-			statuses[c.ack().Status]++
+			ack := c.ack()
+			outcome := ack.Status
+			if ack.Error != nil {
+				outcome = ack.Error.Code
+			}
+			statuses[outcome]++
 		}
-		// The rate limit answers part of the replays; none of them counts again.
+		// The rate limit rejects part of the replays; the others are duplicates of the
+		// first, and none of them counts again.
 		if statuses["accepted"] != 1 {
 			t.Fatalf("acks %v, want exactly one accepted", statuses)
+		}
+		if statuses["duplicate"] == 0 || statuses["accepted"]+statuses["duplicate"]+statuses["rate_limited"] != 100 {
+			t.Fatalf("acks %v, want the replays answered duplicate or rate_limited", statuses)
 		}
 		doc := n.closeAndWaitFinal(ev, poll.ID)
 		if doc.Counts["o1"] != 1 || doc.Voters != 1 {

@@ -25,7 +25,8 @@ type conn struct {
 	session string
 	role    hub.Role
 
-	send      chan []byte   // bounded; a full queue closes the socket with 1013
+	send      chan []byte   // broadcasts and the welcome; a full queue closes the socket with 1013
+	replies   chan []byte   // acks and errors for the client's own messages; a full queue makes their senders wait
 	closed    chan struct{} // closed once by shut
 	closeOnce sync.Once
 	status    websocket.StatusCode
@@ -114,6 +115,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		session:  session.id,
 		role:     role,
 		send:     make(chan []byte, s.cfg.SendQueue),
+		replies:  make(chan []byte, s.cfg.SendQueue),
 		closed:   make(chan struct{}),
 		inFlight: make(chan struct{}, s.cfg.VotesInFlight),
 	}
@@ -214,12 +216,12 @@ func (c *conn) readLoop(ctx context.Context) {
 			return
 		}
 		if typ != websocket.MessageText {
-			c.enqueueJSON(errorMessage{Type: "error", Error: hub.Errorf(hub.CodeInvalidMessage, "binary messages are not supported: send JSON text")})
+			c.reply(errorMessage{Type: "error", Error: hub.Errorf(hub.CodeInvalidMessage, "binary messages are not supported: send JSON text")})
 			continue
 		}
 		msg, derr := decodeClientMessage(data)
 		if derr != nil {
-			c.enqueueJSON(errorMessage{Type: "error", Error: derr})
+			c.reply(errorMessage{Type: "error", Error: derr})
 			continue
 		}
 		select {
@@ -229,7 +231,7 @@ func (c *conn) readLoop(ctx context.Context) {
 		}
 		if c.goingAway.Load() {
 			<-c.inFlight
-			c.enqueueJSON(ackMessage{Type: "ack", VoteID: msg.VoteID, Status: "rejected", Error: shuttingDown()})
+			c.reply(ackMessage{Type: "ack", VoteID: msg.VoteID, Status: "rejected", Error: shuttingDown()})
 			continue
 		}
 		c.votes.Go(func() {
@@ -270,7 +272,23 @@ func (c *conn) castVote(ctx context.Context, msg clientMessage) {
 		ack.Status = "rejected"
 		ack.Error = e
 	}
-	c.enqueueJSON(ack)
+	c.reply(ack)
+}
+
+// reply queues the answer to one of the client's own messages. Unlike Enqueue it
+// waits while the reply queue is full: the client caused the replies, so it gets
+// back-pressure (the socket is not read meanwhile) rather than a 1013 for sending a
+// burst faster than its acks can be written.
+func (c *conn) reply(v any) {
+	frame, err := json.Marshal(v)
+	if err != nil {
+		c.srv.logger.Error("encode websocket message failed", "event", c.event, "error", err)
+		return
+	}
+	select {
+	case c.replies <- frame:
+	case <-c.closed:
+	}
 }
 
 // Enqueue queues a frame without blocking. A full queue means the client cannot keep up:
@@ -346,6 +364,18 @@ func (c *conn) writeLoop(ctx context.Context) {
 	}
 
 	for {
+		// The welcome and broadcasts go before replies that are also waiting, so the
+		// welcome is always the first message.
+		select {
+		case frame := <-c.send:
+			if err := c.write(ctx, frame); err != nil {
+				c.writeFailed(err)
+				return
+			}
+			continue
+		default:
+		}
+
 		select {
 		case <-presence:
 			audience := c.srv.hub.Presence(c.event).Audience
@@ -361,6 +391,11 @@ func (c *conn) writeLoop(ctx context.Context) {
 				return
 			}
 		case frame := <-c.send:
+			if err := c.write(ctx, frame); err != nil {
+				c.writeFailed(err)
+				return
+			}
+		case frame := <-c.replies:
 			if err := c.write(ctx, frame); err != nil {
 				c.writeFailed(err)
 				return
@@ -406,12 +441,14 @@ func (c *conn) flush(ctx context.Context) {
 		return
 	}
 	for {
+		var frame []byte
 		select {
-		case frame := <-c.send:
-			if err := c.write(ctx, frame); err != nil {
-				return
-			}
+		case frame = <-c.send:
+		case frame = <-c.replies:
 		default:
+			return
+		}
+		if err := c.write(ctx, frame); err != nil {
 			return
 		}
 	}
