@@ -195,6 +195,9 @@ func TestErrorCodes(t *testing.T) {
 			if (tc.status == 429 || tc.status == 503) && got.Header.Get("Retry-After") == "" {
 				t.Fatalf("status %d without Retry-After", tc.status)
 			}
+			if (tc.status == 429 || tc.status == 503) && !strings.Contains(string(got.Body), `"retry_after_ms":`) {
+				t.Fatalf("status %d without retry_after_ms in the body: %s", tc.status, got.Body)
+			}
 		})
 	}
 }

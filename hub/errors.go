@@ -150,12 +150,19 @@ func (e *Error) WithRetryAfter(d time.Duration) *Error {
 }
 
 // MarshalJSON encodes the error as {"code":"...","message":"..."}, the object
-// that the wire contract nests under "error".
+// that the wire contract nests under "error". An error with a retry hint also
+// carries "retry_after_ms", so WebSocket clients, which see no Retry-After
+// header, get it as a number too.
 func (e Error) MarshalJSON() ([]byte, error) {
+	var retryAfterMs int64
+	if e.RetryAfter > 0 {
+		retryAfterMs = max(e.RetryAfter.Milliseconds(), 1)
+	}
 	return json.Marshal(struct {
-		Code    Code   `json:"code"`
-		Message string `json:"message"`
-	}{e.Code, e.Message})
+		Code         Code   `json:"code"`
+		Message      string `json:"message"`
+		RetryAfterMs int64  `json:"retry_after_ms,omitempty"`
+	}{e.Code, e.Message, retryAfterMs})
 }
 
 // AsError returns the *Error in err's chain, or nil when err carries none. A

@@ -56,7 +56,7 @@ func TestErrorJSON(t *testing.T) {
 		t.Fatalf("json.Marshal: %v", err)
 	}
 
-	want := `{"code":"rate_limited","message":"slow down voter"}`
+	want := `{"code":"rate_limited","message":"slow down voter","retry_after_ms":3000}`
 	if string(encoded) != want {
 		t.Errorf("JSON = %s, want %s", encoded, want)
 	}
