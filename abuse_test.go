@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -124,14 +125,27 @@ func (n *testNode) closeAndWaitFinal(ev createdEvent, pollID string) actors.Resu
 func TestCloseWhileVotesInFlight(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	ev := n.createEvent("Close race")
-	poll := n.createPoll(ev, hub.NewPoll{Question: "Race", Options: []string{"A", "B"}}, true)
 
+	// A barrier that does not wait shows only when a vote is still queued or in flight
+	// at the close, so the race runs on several polls with closes at different moments.
+	for round, delay := range []time.Duration{0, time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 8 * time.Millisecond} {
+		poll := n.createPoll(ev, hub.NewPoll{Question: "Race " + strconv.Itoa(round), Options: []string{"A", "B"}}, true)
+		accepted, refused := raceVotesAgainstClose(t, n, ev, poll.ID, delay)
+		doc := decodeInto[actors.Results](t, n.do("GET", "/api/polls/"+poll.ID+"/results", nil, nil), http.StatusOK)
+		if !doc.Final || doc.Counts["o1"] != accepted {
+			t.Fatalf("round %d: final %v count %d, but %d votes were accepted (%d refused)", round, doc.Final, doc.Counts["o1"], accepted, refused)
+		}
+		t.Logf("round %d, close after %s: %d accepted, %d refused poll_closed", round, delay, accepted, refused)
+	}
+}
+
+// raceVotesAgainstClose sends 200 votes from 200 voters while the poll is closed after
+// delay, and returns how many were accepted and how many refused poll_closed.
+func raceVotesAgainstClose(t *testing.T, n *testNode, ev createdEvent, pollID string, delay time.Duration) (accepted int64, refused int) {
 	const voters = 200
 	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		accepted int64
-		refused  int
+		wg sync.WaitGroup
+		mu sync.Mutex
 	)
 	start := make(chan struct{})
 	for i := range voters {
@@ -141,7 +155,7 @@ func TestCloseWhileVotesInFlight(t *testing.T) {
 			if i%2 == 1 {
 				time.Sleep(time.Duration(i) * 50 * time.Microsecond)
 			}
-			got := n.httpVote(session, poll.ID, uuid.NewString(), "o1")
+			got := n.httpVote(session, pollID, uuid.NewString(), "o1")
 			mu.Lock()
 			defer mu.Unlock()
 			switch code := got.errorCode(); {
@@ -155,14 +169,10 @@ func TestCloseWhileVotesInFlight(t *testing.T) {
 		})
 	}
 	close(start)
-	time.Sleep(2 * time.Millisecond)
-	doc := n.closeAndWaitFinal(ev, poll.ID)
+	time.Sleep(delay)
+	decodeInto[hub.Poll](t, n.do("POST", "/api/polls/"+pollID+"/close", nil, bearer(ev.PresenterToken)), http.StatusOK)
 	wg.Wait()
-
-	if doc.Counts["o1"] != accepted {
-		t.Fatalf("final count %d, but %d votes were accepted (%d refused)", doc.Counts["o1"], accepted, refused)
-	}
-	t.Logf("%d accepted, %d refused poll_closed", accepted, refused)
+	return accepted, refused
 }
 
 // TestSecretsStayOutOfLogs runs a session at debug level and checks that no presenter
