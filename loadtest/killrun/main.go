@@ -22,13 +22,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/livevote/livevote/loadtest/internal/faultapi"
 )
 
 // options are the command-line settings of a run.
@@ -132,8 +133,8 @@ func run(ctx context.Context, o options, logger *slog.Logger) (summary, error) {
 		return summary{}, err
 	}
 
-	api := newAPI(srv.base())
-	poll, err := api.setup(ctx, o.options)
+	api := faultapi.New(srv.base())
+	poll, err := api.Setup(ctx, "Kill run", o.options)
 	if err != nil {
 		return summary{}, err
 	}
@@ -158,11 +159,11 @@ func run(ctx context.Context, o options, logger *slog.Logger) (summary, error) {
 // surge starts one wave of voters per kill, each voter at a random moment within
 // max-gap, SIGKILLs the server a random moment after the wave started and restarts it, then waits until every voter has settled or ctx
 // ends. It returns the voters and the time each restart took until ready.
-func surge(ctx context.Context, o options, srv *server, api *api, poll pollRef, logger *slog.Logger) ([]*voter, []time.Duration, error) {
+func surge(ctx context.Context, o options, srv *server, api *faultapi.Client, poll faultapi.Poll, logger *slog.Logger) ([]*voter, []time.Duration, error) {
 	rng := rand.New(rand.NewPCG(o.seed, o.seed>>1|1))
 	voters := make([]*voter, o.voters)
 	for i := range voters {
-		voters[i] = &voter{option: poll.options[i%len(poll.options)]}
+		voters[i] = &voter{option: poll.Options[i%len(poll.Options)]}
 	}
 
 	var wg sync.WaitGroup
@@ -177,14 +178,14 @@ func surge(ctx context.Context, o options, srv *server, api *api, poll pollRef, 
 		for _, v := range voters[k*perWave : end] {
 			delay := time.Duration(rng.Int64N(int64(o.maxGap)))
 			wg.Go(func() {
-				if sleep(ctx, delay) {
-					v.run(ctx, api, poll.id)
+				if faultapi.Sleep(ctx, delay) {
+					v.run(ctx, api, poll.ID)
 				}
 			})
 		}
 
 		gap := 20*time.Millisecond + time.Duration(rng.Int64N(int64(o.maxGap-20*time.Millisecond)))
-		if !sleep(ctx, gap) {
+		if !faultapi.Sleep(ctx, gap) {
 			return nil, nil, fmt.Errorf("run deadline passed after %d kills", k)
 		}
 		srv.kill()
@@ -199,20 +200,9 @@ func surge(ctx context.Context, o options, srv *server, api *api, poll pollRef, 
 	return voters, restarts, nil
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
 // verify replays every acknowledged vote id, closes the poll, and compares the final
 // counts with the acknowledgements per option.
-func verify(ctx context.Context, api *api, poll pollRef, voters []*voter) (summary, error) {
+func verify(ctx context.Context, api *faultapi.Client, poll faultapi.Poll, voters []*voter) (summary, error) {
 	sum := summary{Voters: len(voters)}
 	acked := make(map[string]int64)
 	unsettled := make(map[string]int64)
@@ -228,7 +218,7 @@ func verify(ctx context.Context, api *api, poll pollRef, voters []*voter) (summa
 		}
 		sum.Acked++
 		acked[v.option]++
-		status, err := api.replay(ctx, poll.id, v)
+		status, err := api.Replay(ctx, poll.ID, v.session, v.voteID, v.option)
 		if err != nil {
 			return sum, err
 		}
@@ -237,11 +227,11 @@ func verify(ctx context.Context, api *api, poll pollRef, voters []*voter) (summa
 		}
 	}
 
-	counts, err := api.closePoll(ctx, poll)
+	counts, err := api.ClosePoll(ctx, poll)
 	if err != nil {
 		return sum, err
 	}
-	for _, option := range poll.options {
+	for _, option := range poll.Options {
 		got, want := counts[option], acked[option]
 		switch {
 		case got < want:

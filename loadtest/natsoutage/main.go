@@ -24,6 +24,8 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/livevote/livevote/loadtest/internal/faultapi"
 )
 
 // options are the command-line settings of a run.
@@ -135,8 +137,8 @@ func run(ctx context.Context, o options, logger *slog.Logger) (summary, error) {
 	defer ns.stop()
 	defer lv.stop()
 
-	client := newAPI(lv.base())
-	poll, err := client.setup(ctx, o.options)
+	client := faultapi.New(lv.base())
+	poll, err := client.Setup(ctx, "NATS outage run", o.options)
 	if err != nil {
 		return summary{}, err
 	}

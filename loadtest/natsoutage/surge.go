@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/livevote/livevote/loadtest/internal/faultapi"
 )
 
 // outageGrace is how long after NATS stopped an accepted answer still counts as one
@@ -32,22 +34,22 @@ type voter struct {
 
 // run gets a session, then sends the vote until it is accepted or a duplicate, or ctx
 // ends. Connection errors, timeouts and 503 answers are retried after 100 ms.
-func (v *voter) run(ctx context.Context, a *api, poll string, lastAck *atomic.Int64) {
+func (v *voter) run(ctx context.Context, a *faultapi.Client, poll string, lastAck *atomic.Int64) {
 	v.voteID = uuid.NewString()
 	for v.session == "" && ctx.Err() == nil {
 		var s struct {
 			Session string `json:"session"`
 		}
-		if _, err := a.call(ctx, "POST", "/api/sessions", nil, nil, &s); err == nil {
+		if _, err := a.Call(ctx, "POST", "/api/sessions", nil, nil, &s); err == nil {
 			v.session = s.Session
 			continue
 		}
-		sleep(ctx, 100*time.Millisecond)
+		faultapi.Sleep(ctx, 100*time.Millisecond)
 	}
 
 	for ctx.Err() == nil {
 		v.attempts++
-		status, code, err := a.vote(ctx, poll, v.session, v.voteID, v.option)
+		status, code, err := a.Vote(ctx, poll, v.session, v.voteID, v.option)
 		if err == nil && status != "" {
 			v.settled, v.status, v.ackedAt = true, status, time.Now()
 			lastAck.Store(v.ackedAt.UnixNano())
@@ -59,17 +61,17 @@ func (v *voter) run(ctx context.Context, a *api, poll string, lastAck *atomic.In
 		case code == 0:
 			v.connErrors++
 		}
-		sleep(ctx, 100*time.Millisecond)
+		faultapi.Sleep(ctx, 100*time.Millisecond)
 	}
 }
 
 // surge starts the voters at a steady rate over the whole run and stops NATS for
 // o.outage after every o.up. It returns the voters, the outage windows and, per
 // outage, the time from NATS back to the first accepted vote.
-func surge(ctx context.Context, o options, ns *child, a *api, poll pollRef, logger *slog.Logger) ([]*voter, []window, []time.Duration, error) {
+func surge(ctx context.Context, o options, ns *child, a *faultapi.Client, poll faultapi.Poll, logger *slog.Logger) ([]*voter, []window, []time.Duration, error) {
 	voters := make([]*voter, o.voters)
 	for i := range voters {
-		voters[i] = &voter{option: poll.options[i%len(poll.options)]}
+		voters[i] = &voter{option: poll.Options[i%len(poll.Options)]}
 	}
 	total := o.up + time.Duration(o.outages)*(o.outage+o.up)
 	var lastAck atomic.Int64
@@ -78,12 +80,12 @@ func surge(ctx context.Context, o options, ns *child, a *api, poll pollRef, logg
 	defer wg.Wait()
 	voteCtx, cancelVoters := context.WithCancel(ctx)
 	defer cancelVoters()
-	wg.Go(func() { launch(voteCtx, voters, total, a, poll.id, &lastAck) })
+	wg.Go(func() { launch(voteCtx, voters, total, a, poll.ID, &lastAck) })
 
 	var windows []window
 	var recoveries []time.Duration
 	for k := range o.outages {
-		if !sleep(ctx, o.up) {
+		if !faultapi.Sleep(ctx, o.up) {
 			return nil, nil, nil, fmt.Errorf("run deadline passed before outage %d", k+1)
 		}
 		w, err := outage(ctx, o, ns)
@@ -99,7 +101,7 @@ func surge(ctx context.Context, o options, ns *child, a *api, poll pollRef, logg
 		logger.Info("NATS outage over", "outage", k+1, "mode", o.mode, "length", w.back.Sub(w.stopped).Round(time.Millisecond),
 			"first_accept_after", recovery.Round(time.Millisecond))
 	}
-	sleep(ctx, o.up)
+	faultapi.Sleep(ctx, o.up)
 	wg.Wait()
 
 	return voters, windows, recoveries, nil
@@ -107,13 +109,13 @@ func surge(ctx context.Context, o options, ns *child, a *api, poll pollRef, logg
 
 // launch starts voter i at i*total/len(voters) from now. Voters run until they
 // settle or ctx ends.
-func launch(ctx context.Context, voters []*voter, total time.Duration, a *api, poll string, lastAck *atomic.Int64) {
+func launch(ctx context.Context, voters []*voter, total time.Duration, a *faultapi.Client, poll string, lastAck *atomic.Int64) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	began := time.Now()
 	step := total / time.Duration(len(voters))
 	for i, v := range voters {
-		if !sleep(ctx, time.Until(began.Add(time.Duration(i)*step))) {
+		if !faultapi.Sleep(ctx, time.Until(began.Add(time.Duration(i)*step))) {
 			return
 		}
 		wg.Go(func() { v.run(ctx, a, poll, lastAck) })
@@ -127,7 +129,7 @@ func outage(ctx context.Context, o options, ns *child) (window, error) {
 	if o.mode == "pause" {
 		ns.signal(syscall.SIGSTOP)
 		w.stopped = time.Now()
-		sleep(ctx, o.outage)
+		faultapi.Sleep(ctx, o.outage)
 		ns.signal(syscall.SIGCONT)
 		w.back = time.Now()
 		return w, nil
@@ -135,7 +137,7 @@ func outage(ctx context.Context, o options, ns *child) (window, error) {
 
 	ns.kill()
 	w.stopped = time.Now()
-	sleep(ctx, o.outage)
+	faultapi.Sleep(ctx, o.outage)
 	if err := ns.start(ctx); err != nil {
 		return w, err
 	}
@@ -152,24 +154,10 @@ func waitAckAfter(ctx context.Context, lastAck *atomic.Int64, since time.Time, l
 		if at := time.Unix(0, lastAck.Load()); at.After(since) {
 			return at.Sub(since), true
 		}
-		if !sleep(ctx, 5*time.Millisecond) {
+		if !faultapi.Sleep(ctx, 5*time.Millisecond) {
 			break
 		}
 	}
 
 	return 0, false
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

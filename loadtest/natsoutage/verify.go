@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/livevote/livevote/loadtest/internal/faultapi"
 )
 
 // verify replays every acknowledged vote id, closes the poll, and compares the final
 // counts with the acknowledgements per option. It also counts the votes answered
 // accepted while NATS was down.
-func verify(ctx context.Context, a *api, poll pollRef, voters []*voter, windows []window) (summary, error) {
+func verify(ctx context.Context, a *faultapi.Client, poll faultapi.Poll, voters []*voter, windows []window) (summary, error) {
 	sum := summary{Voters: len(voters)}
 	acked := make(map[string]int64)
 	unsettled := make(map[string]int64)
@@ -27,16 +29,16 @@ func verify(ctx context.Context, a *api, poll pollRef, voters []*voter, windows 
 		if v.status == "accepted" && inOutage(v.ackedAt, windows) {
 			sum.AckedInOutage++
 		}
-		if err := replayOnce(ctx, a, poll.id, v, &sum); err != nil {
+		if err := replayOnce(ctx, a, poll.ID, v, &sum); err != nil {
 			return sum, err
 		}
 	}
 
-	counts, err := a.closePoll(ctx, poll)
+	counts, err := a.ClosePoll(ctx, poll)
 	if err != nil {
 		return sum, err
 	}
-	for _, option := range poll.options {
+	for _, option := range poll.Options {
 		got, want := counts[option], acked[option]
 		switch {
 		case got < want:
@@ -53,16 +55,16 @@ func verify(ctx context.Context, a *api, poll pollRef, voters []*voter, windows 
 }
 
 // replayOnce sends an acknowledged vote again; a server that kept it answers duplicate.
-func replayOnce(ctx context.Context, a *api, poll string, v *voter, sum *summary) error {
+func replayOnce(ctx context.Context, a *faultapi.Client, poll string, v *voter, sum *summary) error {
 	for range 50 {
-		status, _, err := a.vote(ctx, poll, v.session, v.voteID, v.option)
+		status, _, err := a.Vote(ctx, poll, v.session, v.voteID, v.option)
 		if err == nil && status != "" {
 			if status != "duplicate" {
 				sum.ReplayMismatch++
 			}
 			return nil
 		}
-		if !sleep(ctx, 100*time.Millisecond) {
+		if !faultapi.Sleep(ctx, 100*time.Millisecond) {
 			break
 		}
 	}
