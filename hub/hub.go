@@ -99,8 +99,9 @@ type Subscriber interface {
 	Enqueue(frame []byte) bool
 }
 
-// Role is what a subscriber may receive. Audience subscribers get the results of
-// polls whose results are visible only; presenters get every poll's results.
+// Role is the kind of subscriber, which decides the results it receives. Audience
+// subscribers get only the results of polls whose results are visible, and presenters
+// get every poll's results.
 type Role int
 
 // Subscriber roles.
@@ -415,7 +416,7 @@ func (h *Hub) Publish(doc actors.Results) {
 
 // ShowResults shows (visible true) or hides a poll's results from the audience and
 // sends every subscriber of the event the poll's new state. Once results are shown,
-// the latest document goes to the audience at once; while they are hidden, audience
+// the latest document goes to the audience at once. While they are hidden, audience
 // sockets get no results document of the poll.
 func (h *Hub) ShowResults(ctx context.Context, pollID string, visible bool) (Poll, error) {
 	poll, err := h.registry.SetResultsVisible(ctx, pollID, visible)

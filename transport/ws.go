@@ -275,10 +275,9 @@ func (c *conn) castVote(ctx context.Context, msg clientMessage) {
 	c.reply(ack)
 }
 
-// reply queues the answer to one of the client's own messages. Unlike Enqueue it
-// waits while the reply queue is full: the client caused the replies, so it gets
-// back-pressure (the socket is not read meanwhile) rather than a 1013 for sending a
-// burst faster than its acks can be written.
+// reply queues the reply to one of the client's own messages. Unlike Enqueue it waits
+// while the reply queue is full, and the socket is not read meanwhile. The client
+// caused the replies, so a burst gets back-pressure rather than a 1013.
 func (c *conn) reply(v any) {
 	frame, err := json.Marshal(v)
 	if err != nil {
