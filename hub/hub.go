@@ -316,6 +316,57 @@ func (h *Hub) ClosePoll(ctx context.Context, pollID string) (Poll, error) {
 	return poll, nil
 }
 
+// ApplyCatalogChange applies a catalog value that another hub stored, as
+// persistence.Store.WatchCatalog delivers it, and then does what the hub does
+// for the same change made here. For a new poll it registers the poll with
+// the shard actors and sends the poll frame to the event's sockets. For a
+// changed poll it sends the poll frame, registers a newly closed poll so that
+// the shards reject its later votes, and sends the latest results document to
+// the audience when the results became visible. An event needs no frame,
+// because no socket can subscribe to an event before this hub has it.
+//
+// A revision that is not newer than the one the registry holds for key, such
+// as the watched copy of this hub's own write, changes nothing and sends
+// nothing. A value that the registry cannot use, such as undecodable JSON or
+// a poll of an unknown event, is logged with the key and skipped. Keys
+// outside "event." and "poll." are ignored. Calls must come one at a time in
+// revision order, as WatchCatalog makes them.
+//
+// NOTE: a poll closed through the catalog gets no close barrier here, so
+// this hub does not store a final results document. The hub that closed the
+// poll runs the barrier at its own shards.
+func (h *Hub) ApplyCatalogChange(key string, value []byte, revision uint64) {
+	change, err := h.registry.applyCatalogChange(key, value, revision)
+	if err != nil {
+		h.logger.Error("catalog change skipped", "key", key, "revision", revision, "error", err)
+		return
+	}
+
+	poll := change.poll
+	switch change.kind {
+	case changeNone:
+		return
+	case changeEvent:
+		h.logger.Debug("event applied from catalog", "key", key, "revision", revision)
+		return
+	case changePollCreated:
+		h.shards.RegisterPoll(pollInfo(poll))
+		h.broadcastPoll(poll)
+	case changePollChanged:
+		previous := change.previous
+		if poll.State == PollClosed && previous.State != PollClosed {
+			h.shards.RegisterPoll(pollInfo(poll))
+		}
+		h.broadcastPoll(poll)
+		if poll.ResultsVisible && !previous.ResultsVisible {
+			h.revealLatest(poll)
+		}
+	}
+
+	h.logger.Debug("poll applied from catalog", "event", poll.Event, "poll", poll.ID, "state", poll.State,
+		"results_visible", poll.ResultsVisible, "revision", revision)
+}
+
 // Results returns the latest results document of a poll. A poll with no votes yet gets
 // a document with zero counts and version 0.
 func (h *Hub) Results(pollID string) (actors.Results, error) {

@@ -50,7 +50,8 @@ func (r *Registry) CreatePoll(ctx context.Context, eventID string, p NewPoll) (P
 		poll.CreatedAt = previous.Add(time.Nanosecond)
 	}
 
-	err = r.put(ctx, pollKeyPrefix+poll.ID, poll)
+	key := pollKeyPrefix + poll.ID
+	revision, err := r.put(ctx, key, poll)
 	if err != nil {
 		return Poll{}, err
 	}
@@ -58,6 +59,7 @@ func (r *Registry) CreatePoll(ctx context.Context, eventID string, p NewPoll) (P
 	r.mu.Lock()
 	r.polls[poll.ID] = poll
 	r.eventPolls[eventID] = append(r.eventPolls[eventID], poll.ID)
+	r.revisions[key] = revision
 	r.mu.Unlock()
 
 	r.logger.Debug("poll created", "event", eventID, "poll", poll.ID, "options", len(poll.Options))
@@ -184,6 +186,14 @@ func (r *Registry) ResultsVisible(id string) bool {
 
 // changePoll applies change to a copy of the poll and, when change reports a
 // change, stores the copy in the catalog and then in memory.
+//
+// NOTE: the catalog write is unconditional. When two hubs that share a
+// catalog change one poll at the same time, the later write replaces the
+// other. So a visibility change made from a copy that was still open can
+// overwrite another hub's close in the catalog. Watching hubs reject that
+// value, but a Load after a restart reads it. A write conditional on the
+// revision in r.revisions (a KV update with the expected last revision)
+// would reject the stale write instead.
 func (r *Registry) changePoll(ctx context.Context, id string, change func(*Poll, time.Time) (bool, error)) (Poll, error) {
 	err := r.lockWrites(ctx)
 	if err != nil {
@@ -205,13 +215,15 @@ func (r *Registry) changePoll(ctx context.Context, id string, change func(*Poll,
 		return next, err
 	}
 
-	err = r.put(ctx, pollKeyPrefix+id, next)
+	key := pollKeyPrefix + id
+	revision, err := r.put(ctx, key, next)
 	if err != nil {
 		return Poll{}, err
 	}
 
 	r.mu.Lock()
 	r.polls[id] = next
+	r.revisions[key] = revision
 	r.mu.Unlock()
 
 	r.logger.Debug("poll changed", "event", next.Event, "poll", id, "from", current.State, "to", next.State, "results_visible", next.ResultsVisible)

@@ -1,12 +1,14 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,8 +20,9 @@ import (
 // with durable storage.
 type Catalog interface {
 	// PutCatalog stores value under key, replacing any earlier value, and
-	// returns once the value is durable.
-	PutCatalog(ctx context.Context, key string, value []byte) error
+	// returns once the value is durable. It returns the value's revision,
+	// which is higher than the revision of every earlier put to the catalog.
+	PutCatalog(ctx context.Context, key string, value []byte) (uint64, error)
 	// ListCatalog returns every key that starts with prefix, with its value.
 	ListCatalog(ctx context.Context, prefix string) (map[string][]byte, error)
 }
@@ -76,6 +79,11 @@ type Registry struct {
 	codes      map[string]string      // join code -> event id
 	polls      map[string]Poll        // by poll id
 	eventPolls map[string][]string    // event id -> poll ids in creation order
+	// revisions holds the catalog revision of the value in memory, by
+	// catalog key. A key that is missing or 0 has an unknown revision: Load
+	// reads values without their revisions, and a registry without a
+	// catalog has none.
+	revisions map[string]uint64
 }
 
 // NewRegistry returns an empty registry that writes through to cat. A nil cat
@@ -99,6 +107,7 @@ func NewRegistry(cat Catalog, logger *slog.Logger) *Registry {
 		codes:       make(map[string]string),
 		polls:       make(map[string]Poll),
 		eventPolls:  make(map[string][]string),
+		revisions:   make(map[string]uint64),
 	}
 }
 
@@ -116,25 +125,26 @@ func (r *Registry) unlockWrites() {
 	<-r.writes
 }
 
-// put stores value as JSON under key. Without a catalog it does nothing.
-func (r *Registry) put(ctx context.Context, key string, value any) error {
+// put stores value as JSON under key and returns its catalog revision.
+// Without a catalog it does nothing and returns revision 0.
+func (r *Registry) put(ctx context.Context, key string, value any) (uint64, error) {
 	if r.catalog == nil {
-		return nil
+		return 0, nil
 	}
 
 	encoded, err := json.Marshal(value)
 	if err != nil {
-		return fmt.Errorf("hub: encode %s: %w", key, err)
+		return 0, fmt.Errorf("hub: encode %s: %w", key, err)
 	}
 
-	err = r.catalog.PutCatalog(ctx, key, encoded)
+	revision, err := r.catalog.PutCatalog(ctx, key, encoded)
 	if err != nil {
 		r.logger.Error("catalog write failed", "key", key, "error", err)
 
-		return fmt.Errorf("%w: put %s: %w", ErrCatalog, key, err)
+		return 0, fmt.Errorf("%w: put %s: %w", ErrCatalog, key, err)
 	}
 
-	return nil
+	return revision, nil
 }
 
 // CreateEvent creates an event with a fresh join code and returns it with its
@@ -166,7 +176,8 @@ func (r *Registry) CreateEvent(ctx context.Context, title string) (Event, string
 		TokenHash: HashToken(token),
 	}
 
-	err = r.put(ctx, eventKeyPrefix+stored.ID, stored)
+	key := eventKeyPrefix + stored.ID
+	revision, err := r.put(ctx, key, stored)
 	if err != nil {
 		return Event{}, "", err
 	}
@@ -174,6 +185,7 @@ func (r *Registry) CreateEvent(ctx context.Context, title string) (Event, string
 	r.mu.Lock()
 	r.events[stored.ID] = stored
 	r.codes[stored.Code] = stored.ID
+	r.revisions[key] = revision
 	r.mu.Unlock()
 
 	r.logger.Debug("event created", "event", stored.ID, "code", stored.Code)
@@ -297,6 +309,7 @@ func (r *Registry) Load(ctx context.Context) error {
 
 	r.mu.Lock()
 	r.events, r.codes, r.polls, r.eventPolls = loaded.events, loaded.codes, loaded.polls, loaded.eventPolls
+	r.revisions = make(map[string]uint64)
 	r.mu.Unlock()
 
 	r.logger.Info("registry loaded", "events", len(loaded.events), "polls", len(loaded.polls))
@@ -376,6 +389,180 @@ func (r *Registry) list(ctx context.Context, prefix string) (map[string][]byte, 
 	}
 
 	return entries, nil
+}
+
+// catalogChangeKind is the effect of applying a watched catalog value.
+type catalogChangeKind int
+
+const (
+	// changeNone means the registry kept its state: the value was not a
+	// registry record, not newer than the one in memory (an echo of a local
+	// write included), or the same as the one in memory.
+	changeNone catalogChangeKind = iota
+	// changeEvent means an event was added or replaced.
+	changeEvent
+	// changePollCreated means a poll was added.
+	changePollCreated
+	// changePollChanged means a known poll was replaced.
+	changePollChanged
+)
+
+// catalogChange describes what applyCatalogChange changed.
+type catalogChange struct {
+	kind catalogChangeKind
+	// poll is the poll after a changePollCreated or changePollChanged.
+	poll Poll
+	// previous is the poll before a changePollChanged.
+	previous Poll
+}
+
+// applyCatalogChange puts a catalog value that another writer stored, such
+// as another hub, into memory when revision is newer than the revision of
+// the value in memory. An older or equal revision, a key outside "event."
+// and "poll.", and a value equal to the one in memory change nothing. So
+// the watched copy of a local write, which arrives with the revision that
+// the write recorded, changes nothing.
+//
+// Some values change nothing and return an error wrapping ErrCatalog that
+// names the key: a value that does not decode, a poll of an unknown event,
+// an event whose join code another event has, a poll that moves to another
+// event, and a poll whose state goes back (closed to open, open to draft).
+// A poll's state goes back only when a writer changed a stale copy of it.
+//
+// It waits for a local change in progress to finish, without a time limit,
+// because the change's catalog write has its own.
+func (r *Registry) applyCatalogChange(key string, value []byte, revision uint64) (catalogChange, error) {
+	isEvent := strings.HasPrefix(key, eventKeyPrefix)
+	isPoll := strings.HasPrefix(key, pollKeyPrefix)
+	if !isEvent && !isPoll {
+		return catalogChange{}, nil
+	}
+	if revision == 0 {
+		return catalogChange{}, fmt.Errorf("%w: %s has revision 0; catalog revisions start at 1", ErrCatalog, key)
+	}
+
+	// Holding writes orders this change after any local write in progress,
+	// so that write's revision is in r.revisions before the check below.
+	r.writes <- struct{}{}
+	defer r.unlockWrites()
+
+	r.mu.RLock()
+	heldRevision := r.revisions[key]
+	r.mu.RUnlock()
+
+	if revision <= heldRevision {
+		return catalogChange{}, nil
+	}
+
+	if isEvent {
+		return r.applyEvent(key, value, revision)
+	}
+
+	return r.applyPoll(key, value, revision)
+}
+
+// applyEvent puts the watched event value into memory. The caller holds
+// writes.
+func (r *Registry) applyEvent(key string, value []byte, revision uint64) (catalogChange, error) {
+	stored, err := decodeEvent(key, value)
+	if err != nil {
+		return catalogChange{}, err
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	current, known := r.events[stored.ID]
+	if known && sameJSON(current, stored) {
+		r.revisions[key] = revision
+		return catalogChange{}, nil
+	}
+	if other, taken := r.codes[stored.Code]; taken && other != stored.ID {
+		return catalogChange{}, fmt.Errorf("%w: %s has join code %s, which event %s already uses", ErrCatalog, key, stored.Code, other)
+	}
+
+	if known {
+		delete(r.codes, current.Code)
+	}
+	r.events[stored.ID] = stored
+	r.codes[stored.Code] = stored.ID
+	r.revisions[key] = revision
+
+	return catalogChange{kind: changeEvent}, nil
+}
+
+// applyPoll puts the watched poll value into memory. The caller holds
+// writes.
+func (r *Registry) applyPoll(key string, value []byte, revision uint64) (catalogChange, error) {
+	poll, err := decodePoll(key, value)
+	if err != nil {
+		return catalogChange{}, err
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	if _, ok := r.events[poll.Event]; !ok {
+		return catalogChange{}, fmt.Errorf("%w: %s belongs to event %s, which this registry does not have", ErrCatalog, key, poll.Event)
+	}
+
+	current, known := r.polls[poll.ID]
+	if !known {
+		r.polls[poll.ID] = poll
+		r.insertPollLocked(poll)
+		r.revisions[key] = revision
+
+		return catalogChange{kind: changePollCreated, poll: clonePoll(poll)}, nil
+	}
+
+	if poll.Event != current.Event {
+		return catalogChange{}, fmt.Errorf("%w: %s moves poll %s from event %s to event %s; a poll's event never changes",
+			ErrCatalog, key, poll.ID, current.Event, poll.Event)
+	}
+	if stateRank(poll.State) < stateRank(current.State) {
+		return catalogChange{}, fmt.Errorf("%w: %s moves poll %s back from %s to %s at revision %d; it was written from a stale copy",
+			ErrCatalog, key, poll.ID, current.State, poll.State, revision)
+	}
+	if sameJSON(current, poll) {
+		r.revisions[key] = revision
+		return catalogChange{}, nil
+	}
+
+	r.polls[poll.ID] = poll
+	r.revisions[key] = revision
+
+	return catalogChange{kind: changePollChanged, poll: clonePoll(poll), previous: clonePoll(current)}, nil
+}
+
+// insertPollLocked adds the id of poll to its event's list, which stays in
+// the order of comparePolls. The caller holds mu for writing.
+func (r *Registry) insertPollLocked(poll Poll) {
+	ids := r.eventPolls[poll.Event]
+	at, _ := slices.BinarySearchFunc(ids, poll, func(id string, target Poll) int {
+		return comparePolls(r.polls[id], target)
+	})
+	r.eventPolls[poll.Event] = slices.Insert(ids, at, poll.ID)
+}
+
+// stateRank orders poll states by the order a poll passes through them.
+func stateRank(state PollState) int {
+	switch state {
+	case PollOpen:
+		return 1
+	case PollClosed:
+		return 2
+	default:
+		return 0
+	}
+}
+
+// sameJSON reports whether a and b encode to the same JSON. Unlike ==, it
+// ignores what JSON does not store, such as a time's monotonic clock reading.
+func sameJSON(a, b any) bool {
+	encodedA, errA := json.Marshal(a)
+	encodedB, errB := json.Marshal(b)
+
+	return errA == nil && errB == nil && bytes.Equal(encodedA, encodedB)
 }
 
 // decodeEvent decodes and checks the event stored under key.

@@ -12,21 +12,23 @@ import (
 	"time"
 )
 
-// memoryCatalog is a map-backed Catalog for registry tests. putErr, when set,
-// fails every PutCatalog; block, when set, makes PutCatalog wait for it to
-// close or for ctx.
+// memoryCatalog is a map-backed Catalog for registry tests. Each put gets the
+// next revision, from 1, as in a JetStream bucket. putErr, when set, fails
+// every PutCatalog; block, when set, makes PutCatalog wait for it to close or
+// for ctx.
 type memoryCatalog struct {
-	mu      sync.Mutex
-	entries map[string][]byte
-	putErr  error
-	block   chan struct{}
+	mu       sync.Mutex
+	entries  map[string][]byte
+	revision uint64
+	putErr   error
+	block    chan struct{}
 }
 
 func newMemoryCatalog() *memoryCatalog {
 	return &memoryCatalog{entries: make(map[string][]byte)}
 }
 
-func (c *memoryCatalog) PutCatalog(ctx context.Context, key string, value []byte) error {
+func (c *memoryCatalog) PutCatalog(ctx context.Context, key string, value []byte) (uint64, error) {
 	c.mu.Lock()
 	block, putErr := c.block, c.putErr
 	c.mu.Unlock()
@@ -35,18 +37,20 @@ func (c *memoryCatalog) PutCatalog(ctx context.Context, key string, value []byte
 		select {
 		case <-block:
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 	}
 	if putErr != nil {
-		return putErr
+		return 0, putErr
 	}
 
 	c.mu.Lock()
-	c.entries[key] = append([]byte(nil), value...)
-	c.mu.Unlock()
+	defer c.mu.Unlock()
 
-	return nil
+	c.entries[key] = append([]byte(nil), value...)
+	c.revision++
+
+	return c.revision, nil
 }
 
 func (c *memoryCatalog) ListCatalog(_ context.Context, prefix string) (map[string][]byte, error) {

@@ -21,12 +21,12 @@ func TestCatalogPutGetList(t *testing.T) {
 		"eventual":      `{"not":"an event"}`,
 	}
 	for key, value := range records {
-		err := s.PutCatalog(ctx, key, []byte(value))
+		_, err := s.PutCatalog(ctx, key, []byte(value))
 		if err != nil {
 			t.Fatalf("PutCatalog(%q): %v", key, err)
 		}
 	}
-	err := s.PutCatalog(ctx, "event.e2", []byte(`{"title":"second, renamed"}`))
+	_, err := s.PutCatalog(ctx, "event.e2", []byte(`{"title":"second, renamed"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestCatalogRejectsBadKey(t *testing.T) {
 	keys := []string{"", "event id", "event/1", "event.*", "poll.>", ".event", "event.", "a..b", "ümlaut",
 		strings.Repeat("k", MaxKeyBytes+1)}
 	for _, key := range keys {
-		err := s.PutCatalog(ctx, key, []byte("x"))
+		_, err := s.PutCatalog(ctx, key, []byte("x"))
 		if !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("PutCatalog(%q) error = %v, want ErrInvalidArgument", key, err)
 			continue

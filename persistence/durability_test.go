@@ -42,7 +42,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = first.PutCatalog(ctx, "event.e1", []byte(`{"title":"kept"}`))
+	_, err = first.PutCatalog(ctx, "event.e1", []byte(`{"title":"kept"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
