@@ -60,14 +60,19 @@ func EncodeMessage(batches []Batch) ([]byte, error) {
 }
 
 // DecodeMessage decodes a vote stream message: the version 2 output of
-// EncodeMessage, or a single batch in version 1 as written by EncodeBatch
-// and by LiveVote releases that stored one batch per message. It returns an
+// EncodeMessage, a single batch in version 1 as written by EncodeBatch, by
+// AppendFenced and by LiveVote releases that stored one batch per message,
+// or a shard claim of ClaimShard, which holds no batch. It returns an
 // error wrapping ErrCorruptBatch for any other version, a message without
 // batches, truncated or trailing bytes, non-minimal varints and any batch
 // that EncodeBatch would reject, so every accepted version 2 input
 // re-encodes to the same bytes. All strings of the returned batches share
 // one allocation of len(data) bytes.
 func DecodeMessage(data []byte) ([]Batch, error) {
+	_, isClaim, err := decodeClaim(data)
+	if isClaim {
+		return nil, err
+	}
 	if len(data) >= len(batchMagic) && data[3] == batchMagic[3] {
 		b, err := DecodeBatch(data)
 		if err != nil {
