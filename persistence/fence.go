@@ -232,7 +232,7 @@ func (s *Store) ReplayShard(ctx context.Context, shard int, afterSeq uint64,
 		return out, nil
 	}
 
-	iter, err := consumer.Messages(jetstream.PullMaxMessages(replayPullMessages))
+	iter, err := consumer.Messages(jetstream.PullMaxMessages(replayPullMessages), jetstream.PullHeartbeat(replayHeartbeat))
 	if err != nil {
 		return out, fmt.Errorf("replay shard %d: start ordered consumer: %w", shard, err)
 	}

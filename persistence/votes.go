@@ -16,6 +16,12 @@ import (
 // slow-consumer drops. Each drop forces a consumer reset.
 const replayPullMessages = 256
 
+// replayHeartbeat is the idle heartbeat of a replay's pulls. On a NATS
+// cluster a new ordered consumer now and then never gets its first pull
+// request; two missed heartbeats make nats.go recreate the consumer, so
+// such a replay is about 2 s late instead of failing after DefaultTimeout.
+const replayHeartbeat = time.Second
+
 // replayInactiveThreshold is how long the server keeps a replay consumer
 // whose client stopped pulling before it deletes the consumer.
 const replayInactiveThreshold = 30 * time.Second
@@ -178,7 +184,7 @@ func (s *Store) replayFrom(ctx context.Context, afterSeq uint64,
 		return 0, last, fmt.Errorf("create ordered consumer: %w", err)
 	}
 
-	iter, err := consumer.Messages(jetstream.PullMaxMessages(replayPullMessages))
+	iter, err := consumer.Messages(jetstream.PullMaxMessages(replayPullMessages), jetstream.PullHeartbeat(replayHeartbeat))
 	if err != nil {
 		return 0, last, fmt.Errorf("start ordered consumer: %w", err)
 	}
