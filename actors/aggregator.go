@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/livevote/livevote/persistence"
 )
@@ -21,7 +23,9 @@ import (
 type aggregatorConfig struct {
 	store        *persistence.Store
 	logger       *slog.Logger
-	shards       []*actor.PID
+	shardCount   int
+	gather       func(timeout time.Duration) *roundResult // the totals of every shard
+	polls        func() []PollInfo                        // cluster mode: the polls to publish, read each round
 	interval     time.Duration
 	roundTimeout time.Duration // how long a round waits for shard totals
 	ioTimeout    time.Duration // bounds one GetResults or PutResults
@@ -58,6 +62,7 @@ type aggregator struct {
 	log    *slog.Logger
 	polls  map[string]*aggPoll
 	latest []map[string]pollTotals // per shard, nil until its first ready reply
+	fences []uint64                // per shard, the fence of the reply in latest
 
 	tickerStop chan struct{}
 	tickerDone chan struct{}
@@ -68,23 +73,58 @@ func newAggregator(cfg *aggregatorConfig) *aggregator {
 		cfg:    cfg,
 		log:    cfg.logger.With("actor", aggregatorName),
 		polls:  make(map[string]*aggPoll),
-		latest: make([]map[string]pollTotals, len(cfg.shards)),
+		latest: make([]map[string]pollTotals, cfg.shardCount),
+		fences: make([]uint64, cfg.shardCount),
 	}
 }
 
 // Receive handles one message.
 func (a *aggregator) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
+	a.handle(ctx, ctx.Message())
+}
+
+func (a *aggregator) handle(ctx actor.Context, message any) {
+	switch msg := message.(type) {
 	case *actor.Started:
 		a.startTicker(ctx)
 	case *actor.Stopping, *actor.Restarting:
 		a.stopTicker()
+	case *anypb.Any:
+		decoded, err := fromWire(msg)
+		if err != nil {
+			a.log.Warn("dropping an undecodable message", "sender", ctx.Sender(), "error", err)
+			return
+		}
+		a.handle(ctx, decoded)
 	case *registerPoll:
 		a.onRegister(msg)
 	case *roundResult:
+		a.syncPolls()
 		a.onRound(msg)
 	case *finalizeRequest:
-		ctx.Respond(a.onFinalize(msg))
+		reply := a.onFinalize(msg)
+		sender := ctx.Sender()
+		if sender != nil && sender.Address != ctx.Self().Address {
+			ctx.Respond(toWire(reply))
+			return
+		}
+		ctx.Respond(reply)
+	}
+}
+
+// syncPolls registers the polls that the cluster member knows, in cluster
+// mode, where hubs do not send registerPoll to the aggregator grain.
+func (a *aggregator) syncPolls() {
+	if a.cfg.polls == nil {
+		return
+	}
+	for _, info := range a.cfg.polls() {
+		p := a.polls[info.ID]
+		if p != nil && p.registered && p.info.Event == info.Event && p.info.Closed == info.Closed &&
+			slices.Equal(p.info.Options, info.Options) {
+			continue
+		}
+		a.onRegister(&registerPoll{info: info})
 	}
 }
 
@@ -125,7 +165,7 @@ func runTicker(root *actor.RootContext, self *actor.PID, cfg *aggregatorConfig, 
 		case <-cfg.kick:
 		}
 
-		round := gatherTotals(root, cfg.shards, cfg.roundTimeout)
+		round := cfg.gather(cfg.roundTimeout)
 
 		select {
 		case <-stop:
@@ -139,18 +179,27 @@ func runTicker(root *actor.RootContext, self *actor.PID, cfg *aggregatorConfig, 
 // gatherTotals requests the totals of every shard at once and waits at most
 // timeout in all.
 // A shard that does not reply in time is listed in skipped.
-func gatherTotals(root *actor.RootContext, shards []*actor.PID, timeout time.Duration) *roundResult {
+func (s *System) gatherTotals(timeout time.Duration) *roundResult {
 	deadline := time.Now().Add(timeout)
-	replies := make([]*pendingReply, len(shards))
-	for i, pid := range shards {
-		replies[i] = ask(root, pid, &totalsRequest{})
+	pids := make([]*actor.PID, s.cfg.Shards)
+	replies := make([]*pendingReply, s.cfg.Shards)
+	for i := range pids {
+		pids[i] = s.shardPID(i)
+		if pids[i] != nil {
+			replies[i] = s.ask(pids[i], &totalsRequest{})
+		}
 	}
 
 	round := &roundResult{}
 	for i, pending := range replies {
-		reply, err := pending.wait(context.Background(), shards[i], time.Until(deadline))
+		if pending == nil {
+			round.skipped = append(round.skipped, i)
+			continue
+		}
+		reply, err := pending.wait(context.Background(), pids[i], time.Until(deadline))
 		totals, ok := reply.(*totalsReply)
 		if err != nil || !ok {
+			s.forgetPID(i, pids[i])
 			round.skipped = append(round.skipped, i)
 			continue
 		}
@@ -240,8 +289,9 @@ func (a *aggregator) onRound(round *roundResult) {
 	}
 
 	for _, reply := range round.replies {
-		if reply.ready {
+		if reply.ready && reply.fence >= a.fences[reply.shard] {
 			a.latest[reply.shard] = reply.polls
+			a.fences[reply.shard] = reply.fence
 		}
 	}
 	for _, polls := range a.latest {

@@ -169,7 +169,7 @@ func vote(t testing.TB, s *System, shard int, v Vote) Ack {
 func pollTotalsOf(t testing.TB, s *System, poll string) pollTotals {
 	t.Helper()
 
-	round := gatherTotals(s.root, s.shards, 10*time.Second)
+	round := s.gatherTotals(10 * time.Second)
 	if len(round.skipped) > 0 {
 		t.Fatalf("shards %v did not return totals", round.skipped)
 	}
@@ -192,7 +192,7 @@ func pollTotalsOf(t testing.TB, s *System, poll string) pollTotals {
 func allTotalsOf(t testing.TB, s *System) []map[string]pollTotals {
 	t.Helper()
 
-	round := gatherTotals(s.root, s.shards, 10*time.Second)
+	round := s.gatherTotals(10 * time.Second)
 	if len(round.skipped) > 0 {
 		t.Fatalf("shards %v did not return totals", round.skipped)
 	}

@@ -168,6 +168,10 @@ type totalsReply struct {
 	shard int
 	ready bool
 	polls map[string]pollTotals
+	// fence is a grain's last known sequence on its shard's subject. A
+	// superseded activation has a lower one than its successor, so the
+	// aggregator ignores its replies once it heard from the successor.
+	fence uint64
 }
 
 // stopRequest starts a shard's graceful stop. deadline bounds its snapshot.

@@ -64,7 +64,8 @@ func (r *pendingReply) wait(ctx context.Context, target *actor.PID, timeout time
 	defer timer.Stop()
 	select {
 	case msg := <-r.ch:
-		if err, ok := msg.(error); ok && errors.Is(err, errDeadLetter) {
+		msg = decodeReply(msg)
+		if err, ok := msg.(error); ok && (errors.Is(err, errDeadLetter) || errors.Is(err, errRemote)) {
 			return nil, fmt.Errorf("%w: %s: %v", ErrTimeout, target.Id, err)
 		}
 		return msg, nil

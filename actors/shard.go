@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/livevote/livevote/persistence"
 )
@@ -48,6 +50,10 @@ type shardConfig struct {
 	stats         *shardStats
 	metrics       shardMetrics
 	onReady       func(shard int)
+
+	// grain is set for a shard that runs as a cluster grain: it recovers
+	// on activation, claims its subject and appends fenced batches.
+	grain *grainConfig
 
 	// handedOver is set once an incarnation of the shard took the state of
 	// the system's recovery pass. A later incarnation, started by the
@@ -111,6 +117,13 @@ type shard struct {
 	stopping     bool
 	stopSender   *actor.PID
 	stopDeadline time.Time
+
+	// Grain mode only. fence is the stream sequence of the last message on
+	// the shard's subject that this activation knows, which its next
+	// append expects; claimSeq is the sequence of its own claim.
+	fence    uint64
+	claimSeq uint64
+	lost     bool // another activation claimed the shard
 }
 
 func newShard(cfg *shardConfig) *shard {
@@ -127,11 +140,24 @@ func newShard(cfg *shardConfig) *shard {
 // Receive handles one message. Votes that arrive during recovery wait in
 // the deferred list, so no vote is checked against a partial state.
 func (sh *shard) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
+	sh.handle(ctx, ctx.Message())
+}
+
+func (sh *shard) handle(ctx actor.Context, message any) {
+	switch msg := message.(type) {
 	case *actor.Started:
 		if sh.cfg.handedOver.Load() {
 			sh.recover(ctx)
 		}
+	case *cluster.ClusterInit:
+		sh.activate(ctx, msg)
+	case *anypb.Any:
+		decoded, err := fromWire(msg)
+		if err != nil {
+			sh.log.Warn("dropping an undecodable message", "sender", ctx.Sender(), "error", err)
+			return
+		}
+		sh.handle(ctx, decoded)
 	case *recoveredState:
 		sh.onRecovered(ctx, msg)
 	case *voteRequest:
@@ -150,13 +176,24 @@ func (sh *shard) Receive(ctx actor.Context) {
 		sh.onStop(ctx, msg)
 	case *actor.Stopping, *actor.Restarting:
 		sh.stopRetry()
+	case *actor.Stopped:
+		if sh.cfg.grain != nil && sh.cfg.index >= 0 {
+			sh.cfg.grain.system.removeLocal(sh.cfg.index, ctx.Self())
+		}
 	}
 }
 
+// reply sends message to to, in its wire form when to is on another
+// member.
 func (sh *shard) reply(ctx actor.Context, to *actor.PID, message any) {
-	if to != nil {
-		ctx.Send(to, message)
+	if to == nil {
+		return
 	}
+	if sh.cfg.grain != nil && to.Address != ctx.Self().Address {
+		ctx.Send(to, toWire(message))
+		return
+	}
+	ctx.Send(to, message)
 }
 
 // onRecovered takes the state that the system's recovery pass rebuilt. A
@@ -226,6 +263,10 @@ func (sh *shard) becomeReady(ctx actor.Context, r *recoveredState) {
 // load reads the snapshot and replays the shard's batches after its
 // sequence.
 func (sh *shard) load(ctx context.Context) (*recoveredState, error) {
+	if sh.cfg.grain != nil {
+		return sh.loadAndClaim(ctx)
+	}
+
 	st, snapshotSeq, err := loadShardSnapshot(ctx, sh.cfg.store, sh.cfg.index, sh.log)
 	if err != nil {
 		return nil, err
@@ -379,7 +420,7 @@ func uvarintSize(n int) int {
 // persistence.MaxBatchBytes encoded. The append runs in a goroutine owned by
 // the task group, which posts its result back as an appendResult.
 func (sh *shard) startAppend(ctx actor.Context) {
-	if sh.inFlight != nil || sh.catchUpDue || sh.stopping || len(sh.queue) == 0 {
+	if sh.inFlight != nil || sh.catchUpDue || sh.stopping || sh.lost || len(sh.queue) == 0 {
 		return
 	}
 
@@ -431,11 +472,20 @@ func (sh *shard) recordBatchStats(votes int) {
 func (sh *shard) runAppend(ctx actor.Context, b persistence.Batch) bool {
 	root, self := ctx.ActorSystem().Root, ctx.Self()
 	store, timeout, base := sh.cfg.store, sh.cfg.appendTimeout, sh.cfg.baseCtx
+	fenced, expect := sh.cfg.grain != nil, sh.fence
 
 	return sh.cfg.tasks.Go(func() {
 		actx, cancel := context.WithTimeout(base, timeout)
 		start := time.Now()
-		seq, err := store.AppendBatch(actx, b)
+		var (
+			seq uint64
+			err error
+		)
+		if fenced {
+			seq, err = store.AppendFenced(actx, b, expect)
+		} else {
+			seq, err = store.AppendBatch(actx, b)
+		}
 		elapsed := time.Since(start)
 		cancel()
 
@@ -470,6 +520,9 @@ func (sh *shard) onAppendResult(ctx actor.Context, res *appendResult) {
 	sh.inFlightID = ""
 	sh.cfg.metrics.observeAppend(res.elapsed, res.err)
 
+	if res.err == nil && sh.cfg.grain != nil {
+		sh.fence = res.seq
+	}
 	if res.err != nil {
 		sh.cfg.stats.appendFailures.Add(1)
 		sh.log.Warn("append failed; its votes got overloaded", "batch", res.batchID, "votes", len(batch),
@@ -540,10 +593,14 @@ func (sh *shard) replay() (messages, votes int, err error) {
 
 	start := time.Now()
 	after := sh.state.lastSeq
-	messages, _, err = sh.cfg.store.Replay(ctx, sh.cfg.index, after, func(seq uint64, b persistence.Batch) error {
-		votes += sh.state.applyBatch(seq, b)
-		return nil
-	})
+	if sh.cfg.grain != nil {
+		messages, votes, err = sh.replayFenced(ctx)
+	} else {
+		messages, _, err = sh.cfg.store.Replay(ctx, sh.cfg.index, after, func(seq uint64, b persistence.Batch) error {
+			votes += sh.state.applyBatch(seq, b)
+			return nil
+		})
+	}
 	sh.noteApplied(votes)
 
 	if messages > 0 {
@@ -567,6 +624,9 @@ func (sh *shard) catchUp(ctx actor.Context) {
 
 	sh.catchUpDue = false
 	sh.retryAttempt = 0
+	if sh.lost {
+		sh.giveUp(ctx)
+	}
 }
 
 // afterBatch runs once no append is in flight. It replies to the close
@@ -652,10 +712,30 @@ func (sh *shard) onClose(ctx actor.Context, req *closeRequest, sender *actor.PID
 }
 
 func (sh *shard) answerCloseWaiters(ctx actor.Context) {
+	if len(sh.closeWaiters) == 0 {
+		return
+	}
+	// A grain answers a barrier only once it knows it still owns the shard,
+	// so that no superseded activation reports stale totals as final.
+	var ownerErr error
+	if sh.cfg.grain != nil && !sh.stopping {
+		if sh.inFlight != nil {
+			return
+		}
+		ownerErr = sh.verifyOwner(ctx)
+		if sh.lost {
+			return
+		}
+	}
+
 	waiting := sh.closeWaiters[:0]
 	for _, w := range sh.closeWaiters {
 		if sh.pendingPolls[w.poll] > 0 {
 			waiting = append(waiting, w)
+			continue
+		}
+		if ownerErr != nil {
+			sh.reply(ctx, w.sender, &closeReply{shard: sh.cfg.index, err: ownerErr})
 			continue
 		}
 		sh.reply(ctx, w.sender, &closeReply{shard: sh.cfg.index, totals: sh.state.poll(w.poll).totals()})
@@ -667,11 +747,11 @@ func (sh *shard) answerCloseWaiters(ctx actor.Context) {
 
 func (sh *shard) onTotals(ctx actor.Context) {
 	if !sh.ready {
-		ctx.Respond(&totalsReply{shard: sh.cfg.index})
+		sh.reply(ctx, ctx.Sender(), &totalsReply{shard: sh.cfg.index})
 		return
 	}
 
-	ctx.Respond(&totalsReply{shard: sh.cfg.index, ready: true, polls: sh.state.allTotals()})
+	sh.reply(ctx, ctx.Sender(), &totalsReply{shard: sh.cfg.index, ready: true, polls: sh.state.allTotals(), fence: sh.fence})
 }
 
 // maybeSnapshot encodes the state once snapshotEvery votes were applied since

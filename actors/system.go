@@ -97,6 +97,10 @@ type Config struct {
 	// no metrics.
 	Registerer prometheus.Registerer
 
+	// Cluster, when set, makes the System one member of a cluster whose
+	// members share the shards. Nil runs every shard in this process.
+	Cluster *ClusterConfig
+
 	// shardMiddleware wraps every shard's Receive. Tests use it to inject faults.
 	shardMiddleware []actor.ReceiverMiddleware
 }
@@ -166,6 +170,9 @@ type System struct {
 	recoveryCancel context.CancelFunc // stops the recovery pass
 	recoveryDone   chan struct{}      // closed when the recovery pass has ended
 
+	metrics *metrics
+	clu     *clusterState // nil in single-node mode
+
 	stopping atomic.Bool
 	stopMu   sync.Mutex
 	stopped  bool
@@ -205,16 +212,22 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 	}))
 	s.root = s.actors.Root
 
-	err = s.spawn(m)
+	if cfg.Cluster != nil {
+		err = s.startCluster(ctx, m)
+	} else {
+		err = s.spawn(m)
+	}
 	if err != nil {
 		s.cancelBase()
 		s.actors.Shutdown()
 		return nil, err
 	}
-	s.startRecovery()
+	if cfg.Cluster == nil {
+		s.startRecovery()
+	}
 
-	s.log.Info("actors started", "shards", cfg.Shards, "max_batch", cfg.MaxBatch, "max_queue", cfg.MaxQueue,
-		"broadcast_interval", cfg.BroadcastInterval, "append_timeout", cfg.AppendTimeout)
+	s.log.Info("actors started", append([]any{"shards", cfg.Shards, "max_batch", cfg.MaxBatch, "max_queue", cfg.MaxQueue,
+		"broadcast_interval", cfg.BroadcastInterval, "append_timeout", cfg.AppendTimeout}, s.logCluster()...)...)
 
 	return s, nil
 }
@@ -245,23 +258,11 @@ func newSystem(cfg Config) *System {
 // their PIDs up by name, as a cluster would.
 func (s *System) spawn(m *metrics) error {
 	bootID := newBootID()
+	s.metrics = m
 
 	for i := range s.cfg.Shards {
-		cfg := &shardConfig{
-			index:         i,
-			store:         s.cfg.Store,
-			logger:        s.log,
-			maxBatch:      s.cfg.MaxBatch,
-			maxQueue:      s.cfg.MaxQueue,
-			appendTimeout: s.cfg.AppendTimeout,
-			snapshotEvery: s.cfg.SnapshotEvery,
-			bootID:        bootID,
-			tasks:         s.tasks,
-			baseCtx:       s.baseCtx,
-			stats:         s.stats[i],
-			metrics:       m.forShard(i),
-			onReady:       s.markReady,
-		}
+		cfg := s.shardConfig(i)
+		cfg.bootID = bootID
 		props := actor.PropsFromProducer(func() actor.Actor { return newShard(cfg) },
 			actor.WithReceiverMiddleware(s.cfg.shardMiddleware...))
 
@@ -272,20 +273,7 @@ func (s *System) spawn(m *metrics) error {
 		s.shards = append(s.shards, s.actors.NewLocalPID(ShardName(i)))
 	}
 
-	acfg := &aggregatorConfig{
-		store:        s.cfg.Store,
-		logger:       s.log,
-		shards:       s.shards,
-		interval:     s.cfg.BroadcastInterval,
-		roundTimeout: min(s.cfg.BroadcastInterval/2, 2*time.Second),
-		ioTimeout:    s.cfg.AppendTimeout,
-		publish:      s.cfg.Publish,
-		cache:        s.results,
-		rounds:       &s.rounds,
-		slowSkips:    &s.slowSkips,
-		baseCtx:      s.baseCtx,
-		kick:         s.kick,
-	}
+	acfg := s.aggregatorConfig()
 	props := actor.PropsFromProducer(func() actor.Actor { return newAggregator(acfg) })
 
 	_, err := s.root.SpawnNamed(props, aggregatorName)
@@ -295,6 +283,24 @@ func (s *System) spawn(m *metrics) error {
 	s.aggregator = s.actors.NewLocalPID(aggregatorName)
 
 	return nil
+}
+
+// shardConfig returns the configuration of shard i.
+func (s *System) shardConfig(i int) *shardConfig {
+	return &shardConfig{
+		index:         i,
+		store:         s.cfg.Store,
+		logger:        s.log,
+		maxBatch:      s.cfg.MaxBatch,
+		maxQueue:      s.cfg.MaxQueue,
+		appendTimeout: s.cfg.AppendTimeout,
+		snapshotEvery: s.cfg.SnapshotEvery,
+		tasks:         s.tasks,
+		baseCtx:       s.baseCtx,
+		stats:         s.stats[i],
+		metrics:       s.metrics.forShard(i),
+		onReady:       s.markReady,
+	}
 }
 
 // newBootID returns a random id that makes batch ids unique across starts.
@@ -330,10 +336,10 @@ func (s *System) kickAggregator() {
 // the stored documents include the votes of the final interval. The round reaches
 // the aggregator before the poison that stops it.
 func (s *System) flushResults() {
-	if !s.Ready() {
+	if !s.Ready() || s.clu != nil {
 		return
 	}
-	round := gatherTotals(s.root, s.shards, min(s.cfg.BroadcastInterval/2, 2*time.Second))
+	round := s.gatherTotals(min(s.cfg.BroadcastInterval/2, 2*time.Second))
 	s.root.Send(s.aggregator, round)
 }
 
@@ -369,8 +375,8 @@ func (s *System) WaitReady(ctx context.Context) error {
 func (s *System) Vote(ctx context.Context, shard int, v Vote) (Ack, error) {
 	overloaded := Ack{Outcome: OutcomeOverloaded}
 
-	if shard < 0 || shard >= len(s.shards) {
-		return Ack{}, fmt.Errorf("%w: shard %d is outside [0, %d)", ErrInvalidArgument, shard, len(s.shards))
+	if shard < 0 || shard >= s.cfg.Shards {
+		return Ack{}, fmt.Errorf("%w: shard %d is outside [0, %d)", ErrInvalidArgument, shard, s.cfg.Shards)
 	}
 	err := validateVote(v)
 	if err != nil {
@@ -387,9 +393,14 @@ func (s *System) Vote(ctx context.Context, shard int, v Vote) (Ack, error) {
 		return overloaded, nil
 	}
 
-	reply, err := s.request(ctx, s.shards[shard], &voteRequest{vote: v, at: time.Now().UnixMilli()})
+	pid := s.shardPID(shard)
+	if pid == nil {
+		return overloaded, nil
+	}
+	reply, err := s.request(ctx, pid, &voteRequest{vote: v, at: time.Now().UnixMilli()})
 	ack, ok := reply.(Ack)
 	if err != nil || !ok {
+		s.forgetPID(shard, pid)
 		return overloaded, nil
 	}
 
@@ -408,7 +419,7 @@ func (s *System) request(ctx context.Context, pid *actor.PID, message any) (any,
 		return nil, fmt.Errorf("%w: %s", ErrTimeout, pid.Id)
 	}
 
-	return ask(s.root, pid, message).wait(ctx, pid, timeout)
+	return s.ask(pid, message).wait(ctx, pid, timeout)
 }
 
 // validateVote applies the field rules of persistence.EncodeBatch, so that
@@ -464,6 +475,10 @@ func (s *System) RegisterPoll(p PollInfo) {
 	}
 
 	p.Options = append([]string(nil), p.Options...)
+	if s.clu != nil {
+		s.clusterRegister(p)
+		return
+	}
 	s.root.Send(s.aggregator, &registerPoll{info: p})
 
 	if p.Closed {
@@ -495,7 +510,14 @@ func (s *System) ClosePoll(ctx context.Context, poll string) (Results, error) {
 		return Results{}, err
 	}
 
-	reply, err := s.request(ctx, s.aggregator, &finalizeRequest{poll: poll, totals: totals})
+	aggregator := s.aggregatorPID()
+	if aggregator == nil {
+		return Results{}, fmt.Errorf("%w: close poll %q: no cluster member holds the aggregator", ErrTimeout, poll)
+	}
+	reply, err := s.request(ctx, aggregator, &finalizeRequest{poll: poll, totals: totals})
+	if s.clu != nil && err != nil {
+		s.clu.aggPID.CompareAndSwap(aggregator, nil)
+	}
 	if err != nil {
 		return Results{}, fmt.Errorf("actors: close poll %q: %w", poll, err)
 	}
@@ -510,6 +532,12 @@ func (s *System) ClosePoll(ctx context.Context, poll string) (Results, error) {
 
 	doc := final.results
 	doc.Counts = maps.Clone(doc.Counts)
+	if s.clu != nil {
+		// The closing member publishes the final document before it returns,
+		// as in single-node mode; the others get it from the results watch.
+		doc.Event = cmp.Or(doc.Event, s.pollEvent(poll))
+		s.publishStored(doc)
+	}
 
 	return doc, nil
 }
@@ -522,23 +550,33 @@ func (s *System) closeAtShards(ctx context.Context, poll string) ([]pollTotals, 
 		deadline = time.Now().Add(s.waitDefault)
 	}
 
-	replies := make([]*pendingReply, len(s.shards))
-	for i, pid := range s.shards {
-		replies[i] = ask(s.root, pid, &closeRequest{poll: poll})
+	pids := make([]*actor.PID, s.cfg.Shards)
+	replies := make([]*pendingReply, s.cfg.Shards)
+	var firstErr error
+	for i := range pids {
+		pids[i] = s.shardPID(i)
+		if pids[i] == nil {
+			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: close poll %q: no cluster member holds %s", ErrTimeout, poll, ShardName(i)))
+			continue
+		}
+		replies[i] = s.ask(pids[i], &closeRequest{poll: poll})
 	}
 
-	totals := make([]pollTotals, 0, len(s.shards))
-	var firstErr error
+	totals := make([]pollTotals, 0, s.cfg.Shards)
 	for i, pending := range replies {
-		reply, err := pending.wait(ctx, s.shards[i], time.Until(deadline))
+		if pending == nil {
+			continue
+		}
+		reply, err := pending.wait(ctx, pids[i], time.Until(deadline))
 		closed, ok := reply.(*closeReply)
 		switch {
 		case err != nil:
+			s.forgetPID(i, pids[i])
 			firstErr = cmp.Or(firstErr, fmt.Errorf("actors: close poll %q: %w", poll, err))
 		case !ok:
-			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: close poll %q: %s: unexpected reply %T", ErrTimeout, poll, s.shards[i].Id, reply))
+			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: close poll %q: %s: unexpected reply %T", ErrTimeout, poll, ShardName(i), reply))
 		case closed.err != nil:
-			firstErr = cmp.Or(firstErr, fmt.Errorf("actors: close poll %q at %s: %w", poll, s.shards[i].Id, closed.err))
+			firstErr = cmp.Or(firstErr, fmt.Errorf("actors: close poll %q at %s: %w", poll, ShardName(i), closed.err))
 		default:
 			totals = append(totals, closed.totals)
 		}
@@ -599,16 +637,21 @@ func (s *System) Stop(ctx context.Context) error {
 	s.log.Info("actors stopping")
 	s.stopRecovery()
 
-	s.flushResults()
-	errs := []error{s.poison(ctx, s.aggregator)}
-	errs = append(errs, s.stopShards(ctx)...)
+	var errs []error
+	if s.clu != nil {
+		errs = s.stopCluster(ctx)
+	} else {
+		s.flushResults()
+		errs = append(errs, s.poison(ctx, s.aggregator))
+		errs = append(errs, s.stopShards(ctx)...)
 
-	errs = append(errs, s.tasks.closeAndWait(ctx, s.cancelBase))
-	for _, pid := range s.shards {
-		errs = append(errs, s.poison(ctx, pid))
+		errs = append(errs, s.tasks.closeAndWait(ctx, s.cancelBase))
+		for _, pid := range s.shards {
+			errs = append(errs, s.poison(ctx, pid))
+		}
+		s.actors.Shutdown()
 	}
 	s.cancelBase()
-	s.actors.Shutdown()
 
 	s.stopped = true
 	s.stopErr = errors.Join(errs...)

@@ -1,0 +1,266 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// memberRecord is what a member stores under its id in the members bucket.
+type memberRecord struct {
+	Cluster string   `json:"cluster"`
+	ID      string   `json:"id"`
+	Host    string   `json:"host"`
+	Port    int      `json:"port"`
+	Kinds   []string `json:"kinds"`
+}
+
+// natsMembership is a Proto.Actor cluster provider that keeps the member
+// list in a JetStream KV bucket, so a cluster needs nothing besides the NATS
+// servers that it already uses for votes. Each member puts its record every
+// heartbeat and watches the bucket. A member whose record was not updated
+// for ttl leaves the topology, and a graceful stop deletes the record at
+// once. While a member does not see its own heartbeats come back within
+// freshHeartbeats periods, it keeps its last topology instead of dropping
+// the others.
+type natsMembership struct {
+	kv        jetstream.KeyValue
+	nc        *nats.Conn
+	heartbeat time.Duration
+	ttl       time.Duration
+	log       *slog.Logger
+	onMembers func(cluster.Members) // sees each new member list before the cluster does
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	self   memberRecord
+	mu     sync.Mutex // guards closed
+	closed bool
+}
+
+func newNATSMembership(nc *nats.Conn, kv jetstream.KeyValue, heartbeat, ttl time.Duration, onMembers func(cluster.Members), log *slog.Logger) *natsMembership {
+	return &natsMembership{nc: nc, kv: kv, heartbeat: heartbeat, ttl: ttl, onMembers: onMembers, log: log}
+}
+
+// StartMember announces this member and starts the heartbeat and the
+// watch that feed the cluster's member list.
+func (p *natsMembership) StartMember(c *cluster.Cluster) error {
+	host, port, err := c.ActorSystem.GetHostPort()
+	if err != nil {
+		return fmt.Errorf("actors: cluster member address: %w", err)
+	}
+	p.self = memberRecord{Cluster: c.Config.Name, ID: c.ActorSystem.ID, Host: host, Port: port, Kinds: c.GetClusterKinds()}
+	value, err := json.Marshal(p.self)
+	if err != nil {
+		return fmt.Errorf("actors: encode member record: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = p.kv.Put(pctx, p.key(), value)
+	pcancel()
+	if err != nil {
+		cancel()
+		return fmt.Errorf("actors: announce cluster member %s in %s: %w", p.self.ID, p.kv.Bucket(), err)
+	}
+
+	p.cancel = cancel
+	p.done = make(chan struct{})
+	go p.run(ctx, c, value)
+
+	return nil
+}
+
+// StartClient is not supported: every LiveVote process is a full member.
+func (p *natsMembership) StartClient(*cluster.Cluster) error {
+	return errors.New("actors: the NATS membership provider runs members only")
+}
+
+// Shutdown stops the heartbeat. A graceful shutdown also deletes the
+// member's record, so the others drop it without waiting for ttl.
+func (p *natsMembership) Shutdown(graceful bool) error {
+	p.mu.Lock()
+	if p.closed || p.cancel == nil {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+
+	p.cancel()
+	<-p.done
+	if !graceful {
+		return nil
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	err := p.kv.Delete(ctx, p.key())
+	if err != nil {
+		return fmt.Errorf("actors: remove cluster member %s: %w", p.self.ID, err)
+	}
+
+	return nil
+}
+
+func (p *natsMembership) key() string {
+	return "member." + p.self.ID
+}
+
+// seenMember is a member record with the local time its latest update
+// arrived.
+type seenMember struct {
+	record memberRecord
+	seen   time.Time
+}
+
+// run puts the heartbeat and applies the watched records until ctx ends.
+// It starts a new watcher when the connection reconnects, because a watcher
+// whose server went away recovers only after about 20 s.
+func (p *natsMembership) run(ctx context.Context, c *cluster.Cluster, value []byte) {
+	defer close(p.done)
+
+	reconnected := p.nc.StatusChanged(nats.CONNECTED)
+	defer p.nc.RemoveStatusListener(reconnected)
+	ticker := time.NewTicker(p.heartbeat)
+	defer ticker.Stop()
+
+	members := make(map[string]seenMember)
+	var last []string
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(ctx)
+		watcher, err := p.kv.WatchAll(wctx)
+		if err != nil {
+			cancel()
+			p.log.Warn("watch of cluster members failed; retrying", "error", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(p.heartbeat):
+			}
+			continue
+		}
+		last = p.follow(ctx, c, watcher, reconnected, ticker, value, members, last)
+		cancel()
+		_ = watcher.Stop()
+	}
+}
+
+// follow runs one watcher until ctx ends, the watcher closes or the
+// connection reconnects, and returns the ids last published.
+func (p *natsMembership) follow(ctx context.Context, c *cluster.Cluster, watcher jetstream.KeyWatcher,
+	reconnected <-chan nats.Status, ticker *time.Ticker, value []byte, members map[string]seenMember, last []string) []string {
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return last
+		case <-reconnected:
+			p.log.Info("restarting the watch of cluster members after reconnect")
+			return last
+		case entry, ok := <-watcher.Updates():
+			if !ok {
+				return last
+			}
+			if entry == nil {
+				initial = false
+				last = p.publish(c, members, last)
+				continue
+			}
+			p.apply(members, entry, initial)
+			if !initial {
+				last = p.publish(c, members, last)
+			}
+		case <-ticker.C:
+			hctx, cancel := context.WithTimeout(ctx, p.heartbeat)
+			_, err := p.kv.Put(hctx, p.key(), value)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				p.log.Warn("cluster heartbeat failed", "member", p.self.ID, "error", err)
+			}
+			if !initial {
+				last = p.publish(c, members, last)
+			}
+		}
+	}
+}
+
+// apply records one watched entry. Records of the initial values older than
+// ttl by the server's clock belong to members that stopped long ago.
+func (p *natsMembership) apply(members map[string]seenMember, entry jetstream.KeyValueEntry, initial bool) {
+	if entry.Operation() != jetstream.KeyValuePut {
+		delete(members, strings.TrimPrefix(entry.Key(), "member."))
+		return
+	}
+
+	var rec memberRecord
+	err := json.Unmarshal(entry.Value(), &rec)
+	if err != nil || rec.ID == "" || "member."+rec.ID != entry.Key() {
+		p.log.Warn("ignoring a malformed cluster member record", "key", entry.Key(), "error", err)
+		return
+	}
+	if rec.Cluster != p.self.Cluster {
+		return
+	}
+	if initial && time.Since(entry.Created()) > p.ttl {
+		return
+	}
+
+	members[rec.ID] = seenMember{record: rec, seen: time.Now()}
+}
+
+// freshHeartbeats is how many heartbeat periods this member's own latest
+// heartbeat may be old before the member stops dropping others: when its
+// own heartbeats do not come back, the bucket or the connection is failing,
+// as while JetStream elects a new leader after a server loss, and the
+// others' silence says nothing about them.
+const freshHeartbeats = 3
+
+// publish drops the members silent for ttl, unless this member's own
+// heartbeats are not coming back, and hands the list to the cluster when it
+// changed. It returns the ids it published.
+func (p *natsMembership) publish(c *cluster.Cluster, members map[string]seenMember, last []string) []string {
+	now := time.Now()
+	self, ok := members[p.self.ID]
+	cutOff := !ok || now.Sub(self.seen) > freshHeartbeats*p.heartbeat
+	if !cutOff {
+		for id, m := range members {
+			if now.Sub(m.seen) > p.ttl {
+				p.log.Warn("cluster member missed its heartbeats; removing it", "member", id,
+					"address", fmt.Sprintf("%s:%d", m.record.Host, m.record.Port), "silent_for", now.Sub(m.seen).Round(time.Millisecond))
+				delete(members, id)
+			}
+		}
+	}
+
+	list := make(cluster.Members, 0, len(members)+1)
+	ids := make([]string, 0, len(members)+1)
+	members[p.self.ID] = seenMember{record: p.self, seen: self.seen}
+	for _, m := range members {
+		list = append(list, &cluster.Member{Id: m.record.ID, Host: m.record.Host, Port: int32(m.record.Port), Kinds: m.record.Kinds})
+		ids = append(ids, m.record.ID)
+	}
+	if !ok {
+		delete(members, p.self.ID)
+	}
+	slices.Sort(ids)
+	if slices.Equal(ids, last) {
+		return last
+	}
+
+	p.log.Info("cluster members changed", "members", len(ids), "cut_off", cutOff)
+	p.onMembers(list)
+	c.MemberList.UpdateClusterTopology(list)
+
+	return ids
+}
