@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -19,6 +20,9 @@ type config struct {
 	Addr              string
 	Data              string
 	NatsURL           string
+	NatsReplicas      int
+	ClusterName       string
+	ClusterAddr       string
 	Shards            int
 	BroadcastInterval time.Duration
 	Sync              persistence.SyncMode
@@ -47,6 +51,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "HTTP and WebSocket listen address")
 	fs.StringVar(&cfg.Data, "data", "./data", "directory of the embedded JetStream store and local state")
 	fs.StringVar(&cfg.NatsURL, "nats-url", "", "external NATS server URLs, comma separated; empty starts the embedded server")
+	fs.IntVar(&cfg.NatsReplicas, "nats-replicas", 1, "replicas of the vote stream and KV buckets on an external NATS cluster: 1, 3 or 5")
+	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "join the hub cluster of this name; empty runs a single hub. Needs -nats-url and -cluster-addr")
+	fs.StringVar(&cfg.ClusterAddr, "cluster-addr", "127.0.0.1:8091", "host:port of this hub's Proto.Actor endpoint, which the other hubs dial (cluster mode)")
 	fs.IntVar(&cfg.Shards, "shards", 64, "number of shard actors; fixed for the life of a data directory")
 	fs.DurationVar(&cfg.BroadcastInterval, "broadcast-interval", 5*time.Second, "how often merged results are sent to sockets")
 	fs.StringVar(&sync, "sync", "always", "always: fsync before each vote is acknowledged; interval: JetStream's periodic fsync")
@@ -124,6 +131,21 @@ func (c config) validate() error {
 
 	if c.NatsURL == "" && strings.TrimSpace(c.Data) == "" {
 		return errors.New("-data is empty: name a directory for the embedded store, or set -nats-url")
+	}
+
+	if c.NatsReplicas < 1 || c.NatsReplicas > 5 {
+		return fmt.Errorf("-nats-replicas %d is out of range: use 1, 3 or 5 (at most the number of NATS servers)", c.NatsReplicas)
+	}
+	if c.NatsReplicas > 1 && c.NatsURL == "" {
+		return fmt.Errorf("-nats-replicas %d needs an external NATS cluster: set -nats-url", c.NatsReplicas)
+	}
+	if c.ClusterName != "" {
+		if c.NatsURL == "" {
+			return fmt.Errorf("-cluster-name %q needs -nats-url: the hubs of a cluster share one NATS cluster, and the embedded server serves one process", c.ClusterName)
+		}
+		if _, _, err := net.SplitHostPort(c.ClusterAddr); err != nil {
+			return fmt.Errorf("-cluster-addr %q is not host:port: use an address the other hubs can reach, such as 10.0.0.5:8091", c.ClusterAddr)
+		}
 	}
 
 	if c.VoteRate <= 0 || c.VoteBurst < 1 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -86,8 +87,23 @@ func startChildArgs(t *testing.T, args ...string) *childNode {
 		_ = cmd.Wait()
 	})
 
+	// The child's log is kept in a file, which stays for reading when the
+	// test fails.
+	logFile, err := os.CreateTemp("", "livevote-child-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		logFile.Close()
+		if t.Failed() {
+			t.Logf("log of child %d kept in %s", cmd.Process.Pid, logFile.Name())
+			return
+		}
+		os.Remove(logFile.Name())
+	})
+
 	addr, ready := make(chan string, 1), make(chan struct{})
-	go scanChildLog(t, stderr, addr, ready)
+	go scanChildLog(t, io.TeeReader(stderr, logFile), addr, ready)
 	c := &childNode{cmd: cmd}
 	c.t = t
 	select {
@@ -118,7 +134,7 @@ func scanChildLog(t *testing.T, r io.Reader, addr chan<- string, ready chan<- st
 		switch {
 		case line.Msg == "livevote listening":
 			addr <- line.Addr
-		case line.Msg == "livevote ready: every shard recovered" && !readySent:
+		case strings.HasPrefix(line.Msg, "livevote ready: ") && !readySent:
 			readySent = true
 			close(ready)
 		}

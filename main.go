@@ -68,6 +68,18 @@ type app struct {
 	hub    *hub.Hub
 	server *transport.Server
 	ln     net.Listener
+
+	stopWatch context.CancelFunc // ends the catalog watch of cluster mode
+	watchDone chan struct{}
+}
+
+// endWatch stops the catalog watch, if one runs, and waits for it.
+func (a *app) endWatch() {
+	if a.stopWatch != nil {
+		a.stopWatch()
+		<-a.watchDone
+		a.stopWatch = nil
+	}
 }
 
 // run starts LiveVote, serves until ctx ends, then shuts down gracefully. stdout gets
@@ -94,7 +106,11 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 		if err := a.shards.WaitReady(readyCtx); err != nil {
 			return
 		}
-		logger.Info("livevote ready: every shard recovered", "took", time.Since(started).Round(time.Millisecond))
+		if cfg.ClusterName != "" {
+			logger.Info("livevote ready: joined the cluster", "cluster", cfg.ClusterName, "took", time.Since(started).Round(time.Millisecond))
+		} else {
+			logger.Info("livevote ready: every shard recovered", "took", time.Since(started).Round(time.Millisecond))
+		}
 		if cfg.Demo {
 			if err := createDemo(readyCtx, a, stdout); err != nil {
 				logger.Error("demo setup failed", "error", err)
@@ -126,7 +142,8 @@ func start(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err er
 		}
 	}()
 
-	a.store, err = persistence.Open(ctx, persistence.Config{DataDir: cfg.Data, NatsURL: cfg.NatsURL, Sync: cfg.Sync, Logger: logger})
+	a.store, err = persistence.Open(ctx, persistence.Config{DataDir: cfg.Data, NatsURL: cfg.NatsURL, Sync: cfg.Sync,
+		Replicas: cfg.NatsReplicas, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +173,12 @@ func start(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err er
 
 	// The aggregator publishes through the hub, which needs the actor system first.
 	var publishTo atomic.Pointer[hub.Hub]
+	var clusterCfg *actors.ClusterConfig
+	if cfg.ClusterName != "" {
+		clusterCfg = &actors.ClusterConfig{Name: cfg.ClusterName, Addr: cfg.ClusterAddr}
+	}
 	a.shards, err = actors.Start(ctx, actors.Config{
+		Cluster:           clusterCfg,
 		Shards:            ring.Shards,
 		Store:             a.store,
 		Logger:            logger,
@@ -178,6 +200,19 @@ func start(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err er
 		return nil, err
 	}
 	publishTo.Store(a.hub)
+	if cfg.ClusterName != "" {
+		// Events and polls that other hubs create or change reach this hub's
+		// registry and sockets through the catalog watch.
+		watchCtx, cancel := context.WithCancel(context.Background())
+		a.stopWatch = cancel
+		a.watchDone = make(chan struct{})
+		go func() {
+			defer close(a.watchDone)
+			if err := a.store.WatchCatalog(watchCtx, a.hub.ApplyCatalogChange); err != nil && watchCtx.Err() == nil {
+				logger.Error("catalog watch ended; changes made on other hubs no longer arrive", "error", err)
+			}
+		}()
+	}
 
 	a.server, err = transport.New(transport.Config{
 		Hub:            a.hub,
@@ -215,6 +250,7 @@ func (a *app) stop(timeout time.Duration, logger *slog.Logger) error {
 	if err := a.server.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
+	a.endWatch()
 	if err := a.shards.Stop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("stop shards: %w", err))
 	}
@@ -236,6 +272,7 @@ func (a *app) closeOnError(logger *slog.Logger) {
 	if a.ln != nil {
 		a.ln.Close()
 	}
+	a.endWatch()
 	if a.shards != nil {
 		if err := a.shards.Stop(ctx); err != nil {
 			logger.Error("stop shards after a failed start", "error", err)

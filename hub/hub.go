@@ -310,7 +310,9 @@ func (h *Hub) ClosePoll(ctx context.Context, pollID string) (Poll, error) {
 	h.broadcastPoll(poll)
 	if _, err := h.shards.ClosePoll(ctx, poll.ID); err != nil {
 		h.logger.Error("close barrier failed", "poll", poll.ID, "error", err)
-		return Poll{}, overloaded("poll %s is closed but its final results are not ready", poll.ID)
+		e := Errorf(CodeOverloaded, "poll %s is closed but its final results are not ready; send the close again", poll.ID)
+		e.RetryAfter = overloadedRetry
+		return Poll{}, e
 	}
 	h.logger.Info("poll closed", "event", poll.Event, "poll", poll.ID)
 	return poll, nil

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/livevote/livevote/actors"
+	"github.com/livevote/livevote/hub"
+	"github.com/livevote/livevote/persistence/natstest"
+)
+
+// testCluster is three NATS servers with R3 storage and three hub processes
+// of the real binary, all on loopback.
+type testCluster struct {
+	t    *testing.T
+	nats *natstest.Cluster
+	hubs []*childNode
+}
+
+// startCluster starts the NATS cluster and the hubs, and waits until every
+// hub sees all three members.
+func startCluster(t *testing.T) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, nats: natstest.Start(t, 3)}
+	for range 3 {
+		c.hubs = append(c.hubs, startChildArgs(t, "-addr", "127.0.0.1:0", "-data", t.TempDir(),
+			"-nats-url", c.nats.URLs(), "-nats-replicas", "3",
+			"-cluster-name", "test", "-cluster-addr", "127.0.0.1:0"))
+	}
+	for i, h := range c.hubs {
+		waitUntil(t, fmt.Sprintf("hub %d sees 3 members", i), 30*time.Second, func() bool {
+			return metricValue(t, h, "livevote_cluster_members") == 3
+		})
+	}
+	return c
+}
+
+// metricValue reads one unlabelled gauge from a node's /metrics, or -1.
+func metricValue(t *testing.T, n *childNode, name string) float64 {
+	resp, err := http.Get(n.base + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for line := range strings.SplitSeq(string(body), "\n") {
+		value, ok := strings.CutPrefix(line, name+" ")
+		if ok {
+			var v float64
+			if _, err := fmt.Sscan(value, &v); err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting until %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// results reads a poll's results document from a hub, or a zero document.
+func results(n *childNode, poll string) actors.Results {
+	var doc actors.Results
+	resp, err := http.Get(n.base + "/api/polls/" + poll + "/results")
+	if err != nil {
+		return doc
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		_ = json.NewDecoder(resp.Body).Decode(&doc)
+	}
+	return doc
+}
+
+// openPoll creates an event and an open two-option poll on hub 0 and waits
+// until every hub knows the poll.
+func (c *testCluster) openPoll() (createdEvent, hub.Poll) {
+	ev := c.hubs[0].createEvent("cluster")
+	poll := c.hubs[0].createPoll(ev, hub.NewPoll{Question: "Which?", Options: []string{"Red", "Blue"}}, true)
+	for i, h := range c.hubs {
+		waitUntil(c.t, fmt.Sprintf("hub %d knows poll %s", i, poll.ID), 10*time.Second, func() bool {
+			resp, err := http.Get(h.base + "/api/polls/" + poll.ID + "/results")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+	}
+	return ev, poll
+}
+
+// voters makes n voters with sessions spread over the hubs. Voter i votes
+// through hub i%3 and moves to the next live hub when its hub is gone.
+func (c *testCluster) voters(n int, poll hub.Poll) []*retryingVoter {
+	out := make([]*retryingVoter, n)
+	for i := range out {
+		out[i] = &retryingVoter{
+			session: c.hubs[i%len(c.hubs)].newSession(),
+			voteID:  uuid.NewString(),
+			option:  poll.Options[i%2].ID,
+		}
+	}
+	return out
+}
+
+// runVoters runs every voter against base(i) until it is settled and
+// returns the first error.
+func runVoters(ctx context.Context, voters []*retryingVoter, bases []*atomic.Value, poll string) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	sem := make(chan struct{}, 64)
+	for i, v := range voters {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := v.run(ctx, client, bases[i%len(bases)], poll); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+func (c *testCluster) bases() []*atomic.Value {
+	out := make([]*atomic.Value, len(c.hubs))
+	for i, h := range c.hubs {
+		out[i] = &atomic.Value{}
+		out[i].Store(h.base)
+	}
+	return out
+}
+
+// checkFinal closes the poll through hub 0 and checks that the final
+// document and every live hub's copy count each of n voters exactly once.
+func (c *testCluster) checkFinal(ev createdEvent, poll hub.Poll, n int, live []int) {
+	c.t.Helper()
+	// A close during a failover may answer overloaded; a presenter sends
+	// it again.
+	var r apiResponse
+	for range 20 {
+		r = c.hubs[live[0]].do("POST", "/api/polls/"+poll.ID+"/close", nil, bearer(ev.PresenterToken))
+		if r.Status != http.StatusServiceUnavailable {
+			break
+		}
+		c.t.Logf("close answered 503, sending it again: %s", r.Body)
+		time.Sleep(time.Second)
+	}
+	final := decodeInto[hub.Poll](c.t, r, http.StatusOK)
+	if final.State != hub.PollClosed {
+		c.t.Fatalf("poll state after close = %s", final.State)
+	}
+	for _, i := range live {
+		waitUntil(c.t, fmt.Sprintf("hub %d has the final document", i), 20*time.Second, func() bool {
+			return results(c.hubs[i], poll.ID).Final
+		})
+		doc := results(c.hubs[i], poll.ID)
+		sum := int64(0)
+		for _, n := range doc.Counts {
+			sum += n
+		}
+		if doc.Voters != int64(n) || sum != int64(n) {
+			c.t.Errorf("hub %d final document: %d voters, counts %v (sum %d); want %d each", i, doc.Voters, doc.Counts, sum, n)
+		}
+	}
+}
+
+// TestClusterCountsEveryVoteOnce runs three hubs on a 3-server NATS
+// cluster: voters on every hub, exact totals on every hub, and a retry
+// through another hub is answered as a duplicate.
+func TestClusterCountsEveryVoteOnce(t *testing.T) {
+	c := startCluster(t)
+	ev, poll := c.openPoll()
+
+	const n = 600
+	voters := c.voters(n, poll)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := runVoters(ctx, voters, c.bases(), poll.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	for i, h := range c.hubs {
+		waitUntil(t, fmt.Sprintf("hub %d shows %d voters", i, n), 20*time.Second, func() bool {
+			return results(h, poll.ID).Voters == n
+		})
+	}
+
+	local := 0.0
+	for i, h := range c.hubs {
+		shards := metricValue(t, h, "livevote_cluster_local_shards")
+		t.Logf("hub %d holds %v shards", i, shards)
+		local += shards
+	}
+	if local != 8 {
+		t.Errorf("the hubs hold %v shard activations in all, want 8", local)
+	}
+
+	for i, v := range voters[:60] {
+		other := c.hubs[(i+1)%3]
+		r := other.httpVote(v.session, poll.ID, v.voteID, v.option)
+		answer := decodeInto[voteAnswer](t, r, http.StatusAccepted)
+		if answer.Status != "duplicate" {
+			t.Errorf("retry of vote %s through another hub: status %q, want duplicate", v.voteID, answer.Status)
+		}
+	}
+
+	c.checkFinal(ev, poll, n, []int{0, 1, 2})
+}
+
+// TestClusterHubSIGKILL kills one hub during a surge. Its voters move to the
+// next hub and retry with the same vote ids; its shards re-activate on the
+// survivors from JetStream. No acknowledged vote is lost or counted twice.
+func TestClusterHubSIGKILL(t *testing.T) {
+	c := startCluster(t)
+	ev, poll := c.openPoll()
+
+	const n = 1500
+	voters := c.voters(n, poll)
+	bases := c.bases()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	done := make(chan error, 1)
+	go func() { done <- runVoters(ctx, voters, bases, poll.ID) }()
+
+	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
+		return settledCount(voters) >= n/3
+	})
+	killedAt := time.Now()
+	before := settledCount(voters)
+	c.hubs[2].kill()
+	bases[2].Store(c.hubs[0].base)
+
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SIGKILL of hub 2 with %d of %d voters settled; the rest settled %s later", before, n, time.Since(killedAt).Round(time.Millisecond))
+
+	c.checkFinal(ev, poll, n, []int{0, 1})
+}
+
+// TestClusterNATSServerSIGKILL kills one of the three NATS servers during a
+// surge. The hubs move to the other servers, the R3 stream keeps its quorum,
+// and every vote counts once.
+func TestClusterNATSServerSIGKILL(t *testing.T) {
+	c := startCluster(t)
+	ev, poll := c.openPoll()
+
+	const n = 1500
+	voters := c.voters(n, poll)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	done := make(chan error, 1)
+	go func() { done <- runVoters(ctx, voters, c.bases(), poll.ID) }()
+
+	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
+		return settledCount(voters) >= n/3
+	})
+	killedAt := time.Now()
+	before := settledCount(voters)
+	c.nats.Kill(1)
+
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SIGKILL of NATS server 1 with %d of %d voters settled; the rest settled %s later", before, n, time.Since(killedAt).Round(time.Millisecond))
+
+	c.checkFinal(ev, poll, n, []int{0, 1, 2})
+}
+
+func settledCount(voters []*retryingVoter) int {
+	n := 0
+	for _, v := range voters {
+		if v.settled.Load() {
+			n++
+		}
+	}
+	return n
+}
