@@ -119,14 +119,11 @@ func TestFloodAnswersOverloadedWithBoundedHeap(t *testing.T) {
 	if tally.httpOverloaded.Load() != tally.httpWithRetryAfter.Load() {
 		t.Fatalf("%d HTTP 503 answers, only %d with Retry-After", tally.httpOverloaded.Load(), tally.httpWithRetryAfter.Load())
 	}
-	// NOTE: two of about thirty loaded runs ended with one vote that got neither
-	// accepted nor overloaded. Its reply was not kept, so the cause is still open. Such
-	// replies are logged, and the test fails only above 1 in 1,000.
+	// Every vote gets accepted or overloaded: the vote limit is set out of reach, so a
+	// rate_limited answer here means the limiter refused a caller that read the clock
+	// before a later call of its session took the lock.
 	if other := tally.other.Load(); other > 0 {
-		t.Logf("%d votes answered neither accepted nor overloaded; the first: %v", other, tally.firstOther.Load())
-		if answered := tally.accepted.Load() + tally.overloaded.Load() + other; other*1_000 > answered {
-			t.Fatalf("%d of %d votes answered neither accepted nor overloaded", other, answered)
-		}
+		t.Fatalf("%d votes answered neither accepted nor overloaded; the first: %v", other, tally.firstOther.Load())
 	}
 	if slowest := time.Duration(tally.slowest.Load()); slowest > 20*time.Second {
 		t.Fatalf("a vote waited %s for its answer, longer than the hub's 10 s wait for a shard plus 10 s of slack", slowest)

@@ -60,6 +60,7 @@ type limiterStripe struct {
 	arrivals  map[string]int64 // key -> theoretical arrival time, nanoseconds since epoch
 	capacity  int
 	nextSweep int64 // nanoseconds since epoch before which a full stripe skips sweeping
+	latest    int64 // the latest call time seen, nanoseconds since epoch
 }
 
 // NewRateLimiter returns a limiter that allows each key burst requests at once
@@ -120,6 +121,13 @@ func (l *RateLimiter) Allow(key string, now time.Time) (ok bool, retryAfter time
 
 	stripe.mu.Lock()
 	defer stripe.mu.Unlock()
+
+	// Callers read the clock before they wait for the lock, so a call may
+	// bring an earlier time than one that got the lock first. Time within
+	// a stripe only moves forward; otherwise a delayed call would find the
+	// key's arrival time far ahead of its own and be refused.
+	at = max(at, stripe.latest)
+	stripe.latest = at
 
 	arrival, found := stripe.arrivals[key]
 	if !found {

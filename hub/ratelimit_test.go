@@ -91,6 +91,23 @@ func TestRateLimiterClockGoingBackwards(t *testing.T) {
 	}
 }
 
+// TestRateLimiterLateCallerWithRoomLeft covers a caller that read the clock,
+// then waited for the lock while a later call of the same key went first: with
+// tokens to spare it is allowed, as if it arrived at the later time.
+func TestRateLimiterLateCallerWithRoomLeft(t *testing.T) {
+	t.Parallel()
+
+	limiter := NewRateLimiter(1e9, 1_000_000_000, 10)
+	now := time.Now()
+
+	if ok, _ := limiter.Allow("voter", now.Add(3*time.Second)); !ok {
+		t.Fatal("first request rejected")
+	}
+	if ok, retry := limiter.Allow("voter", now); !ok {
+		t.Errorf("request read 3s before the previous one was refused (retry in %s) with a burst of 1e9", retry)
+	}
+}
+
 func TestRateLimiterIndependentKeys(t *testing.T) {
 	t.Parallel()
 
