@@ -123,6 +123,9 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 		logger.Info("livevote stopping: signal received")
 	case err = <-serveErr:
 		logger.Error("http server failed", "error", err)
+	case <-a.shards.Dropped():
+		err = errors.New("the other hubs dropped this hub from the cluster after it missed its heartbeats; start it again to rejoin")
+		logger.Error("livevote stopping", "error", err)
 	}
 	cancelReady()
 	readiness.Wait()

@@ -104,6 +104,8 @@ type clusterState struct {
 
 	publishMu sync.Mutex // serializes publishStored
 
+	dropped chan struct{} // closed when the other members dropped this one
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -127,9 +129,11 @@ func (s *System) startCluster(ctx context.Context, m *metrics) error {
 		resolveMu: make([]sync.Mutex, s.cfg.Shards),
 		local:     make(map[int]*actor.PID),
 		polls:     make(map[string]PollInfo),
+		dropped:   make(chan struct{}),
 	}
 	c.rdv = cluster.NewRendezvous()
-	c.provider = newNATSMembership(s.cfg.Store.Conn(), kv, cc.Heartbeat, cc.MemberTTL, c.rdv.UpdateMembers, s.log.With("component", "membership"))
+	c.provider = newNATSMembership(s.cfg.Store.Conn(), kv, cc.Heartbeat, cc.MemberTTL, c.rdv.UpdateMembers,
+		func() { close(c.dropped) }, s.log.With("component", "membership"))
 	s.clu = c
 
 	template := &shardConfig{index: -1, logger: s.log, grain: &grainConfig{system: s}}
@@ -544,4 +548,15 @@ func (s *System) ShardAddress(i int) string {
 // Address returns this process's Proto.Actor address.
 func (s *System) Address() string {
 	return s.actors.Address()
+}
+
+// Dropped is closed when the other cluster members dropped this one for
+// good, which Proto.Actor does not undo: the process must restart to
+// rejoin. It is nil in single-node mode, so a select never picks it.
+func (s *System) Dropped() <-chan struct{} {
+	if s.clu == nil {
+		return nil
+	}
+
+	return s.clu.dropped
 }

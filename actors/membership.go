@@ -23,6 +23,9 @@ type memberRecord struct {
 	Host    string   `json:"host"`
 	Port    int      `json:"port"`
 	Kinds   []string `json:"kinds"`
+	// Sees lists the ids of the members in the sender's member list, so
+	// that a member can tell when the others dropped it.
+	Sees []string `json:"sees,omitempty"`
 }
 
 // natsMembership is a Proto.Actor cluster provider that keeps the member
@@ -40,6 +43,10 @@ type natsMembership struct {
 	ttl       time.Duration
 	log       *slog.Logger
 	onMembers func(cluster.Members) // sees each new member list before the cluster does
+	onDropped func()                // called once when the others dropped this member
+
+	droppedSince time.Time // since when every peer leaves this member out
+	dropped      bool
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -48,8 +55,9 @@ type natsMembership struct {
 	closed bool
 }
 
-func newNATSMembership(nc *nats.Conn, kv jetstream.KeyValue, heartbeat, ttl time.Duration, onMembers func(cluster.Members), log *slog.Logger) *natsMembership {
-	return &natsMembership{nc: nc, kv: kv, heartbeat: heartbeat, ttl: ttl, onMembers: onMembers, log: log}
+func newNATSMembership(nc *nats.Conn, kv jetstream.KeyValue, heartbeat, ttl time.Duration,
+	onMembers func(cluster.Members), onDropped func(), log *slog.Logger) *natsMembership {
+	return &natsMembership{nc: nc, kv: kv, heartbeat: heartbeat, ttl: ttl, onMembers: onMembers, onDropped: onDropped, log: log}
 }
 
 // StartMember announces this member and starts the heartbeat and the
@@ -182,6 +190,9 @@ func (p *natsMembership) follow(ctx context.Context, c *cluster.Cluster, watcher
 				last = p.publish(c, members, last)
 			}
 		case <-ticker.C:
+			rec := p.self
+			rec.Sees = last
+			value, _ = json.Marshal(rec) // a record of strings always encodes
 			hctx, cancel := context.WithTimeout(ctx, p.heartbeat)
 			_, err := p.kv.Put(hctx, p.key(), value)
 			cancel()
@@ -219,6 +230,37 @@ func (p *natsMembership) apply(members map[string]seenMember, entry jetstream.Ke
 	members[rec.ID] = seenMember{record: rec, seen: time.Now()}
 }
 
+// checkDropped notices when the other members keep leaving this one out of
+// their lists for ttl. Proto.Actor blocks a member that left for good, so
+// such a member can never rejoin: it reports itself through onDropped,
+// and the process must restart with a new member id.
+func (p *natsMembership) checkDropped(members map[string]seenMember, now time.Time) {
+	left, peers := 0, 0
+	for id, m := range members {
+		if id == p.self.ID || m.record.Sees == nil {
+			continue
+		}
+		peers++
+		if !slices.Contains(m.record.Sees, p.self.ID) {
+			left++
+		}
+	}
+	if peers == 0 || left < peers {
+		p.droppedSince = time.Time{}
+		return
+	}
+	if p.droppedSince.IsZero() {
+		p.droppedSince = now
+		return
+	}
+	if now.Sub(p.droppedSince) > p.ttl && !p.dropped {
+		p.dropped = true
+		p.log.Error("the other cluster members dropped this member; restart this process to rejoin",
+			"member", p.self.ID, "peers", peers)
+		p.onDropped()
+	}
+}
+
 // freshHeartbeats is how many heartbeat periods this member's own latest
 // heartbeat may be old before the member stops dropping others: when its
 // own heartbeats do not come back, the bucket or the connection is failing,
@@ -241,6 +283,10 @@ func (p *natsMembership) publish(c *cluster.Cluster, members map[string]seenMemb
 				delete(members, id)
 			}
 		}
+	}
+
+	if !cutOff {
+		p.checkDropped(members, now)
 	}
 
 	list := make(cluster.Members, 0, len(members)+1)
