@@ -199,12 +199,26 @@ func TestClusterCountsEveryVoteOnce(t *testing.T) {
 	c := startCluster(t)
 	ev, poll := c.openPoll()
 
+	// A socket on every hub, as the audience pages hold.
+	sockets := make([]*wsClient, len(c.hubs))
+	for i, h := range c.hubs {
+		sockets[i] = h.dial(ev.Event.Code, "")
+	}
+
 	const n = 600
 	voters := c.voters(n, poll)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	if err := runVoters(ctx, voters, c.bases(), poll.ID); err != nil {
 		t.Fatal(err)
+	}
+
+	// Every socket on every hub gets the document with every voter.
+	for i, s := range sockets {
+		doc := s.resultsUntil(poll.ID, 20*time.Second, func(d actors.Results) bool { return d.Voters == n })
+		if doc.Counts[poll.Options[0].ID]+doc.Counts[poll.Options[1].ID] != n {
+			t.Errorf("socket on hub %d: counts %v, want %d in all", i, doc.Counts, n)
+		}
 	}
 
 	for i, h := range c.hubs {
@@ -254,15 +268,33 @@ func TestClusterHubSIGKILL(t *testing.T) {
 	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
 		return settledCount(voters) >= n/3
 	})
+	held := metricValue(t, c.hubs[2], "livevote_cluster_local_shards")
 	killedAt := time.Now()
 	before := settledCount(voters)
 	c.hubs[2].kill()
 	bases[2].Store(c.hubs[0].base)
 
+	// The shards of the dead hub count as moved once the survivors hold
+	// all of them again.
+	movedAfter := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(killedAt) < 2*time.Minute {
+			if metricValue(t, c.hubs[0], "livevote_cluster_local_shards")+metricValue(t, c.hubs[1], "livevote_cluster_local_shards") == 8 &&
+				metricValue(t, c.hubs[0], "livevote_cluster_members") == 2 && metricValue(t, c.hubs[1], "livevote_cluster_members") == 2 {
+				movedAfter <- time.Since(killedAt)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		movedAfter <- -1
+	}()
+
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("SIGKILL of hub 2 with %d of %d voters settled; the rest settled %s later", before, n, time.Since(killedAt).Round(time.Millisecond))
+	t.Logf("SIGKILL of hub 2, which held %v of 8 shards, with %d of %d voters settled; the rest settled %s later; "+
+		"the survivors held every shard again %s after the kill", held, before, n, time.Since(killedAt).Round(time.Millisecond),
+		(<-movedAfter).Round(time.Millisecond))
 
 	c.checkFinal(ev, poll, n, []int{0, 1})
 }
