@@ -64,6 +64,10 @@ func TestParseConfigRejectsBadValues(t *testing.T) {
 		{"stray argument", []string{"serve"}, nil, `"serve"`},
 		{"empty data without NATS", []string{"-data", " "}, nil, "-data is empty"},
 		{"zero connections per IP", []string{"-max-conns-per-ip", "0"}, nil, "-max-conns-per-ip 0"},
+		{"cluster on the embedded server", []string{"-cluster-name", "hall"}, nil, `-cluster-name "hall" needs -nats-url`},
+		{"cluster address without port", []string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222", "-cluster-addr", "127.0.0.1"}, nil, `-cluster-addr "127.0.0.1"`},
+		{"six replicas", []string{"-nats-url", "nats://127.0.0.1:4222", "-nats-replicas", "6"}, nil, "-nats-replicas 6"},
+		{"replicas on the embedded server", []string{"-nats-replicas", "3"}, nil, "-nats-replicas 3 needs an external NATS cluster"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
