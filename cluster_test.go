@@ -237,6 +237,21 @@ func TestClusterCountsEveryVoteOnce(t *testing.T) {
 		t.Errorf("the hubs hold %v shard activations in all, want 8", local)
 	}
 
+	// The operator dashboard says it shows one hub of three, and lists
+	// only the shards that hub holds.
+	type clusterDashboard struct {
+		Shards  []json.RawMessage `json:"shards"`
+		Cluster *struct {
+			Members     int `json:"members"`
+			LocalShards int `json:"local_shards"`
+			TotalShards int `json:"total_shards"`
+		} `json:"cluster"`
+	}
+	dash := decodeInto[clusterDashboard](t, c.hubs[0].do("GET", "/api/dashboard", nil, nil), http.StatusOK)
+	if dash.Cluster == nil || dash.Cluster.Members != 3 || dash.Cluster.TotalShards != 8 || dash.Cluster.LocalShards != len(dash.Shards) {
+		t.Errorf("dashboard cluster section %+v with %d shard rows, want 3 members, 8 shards and one row per local shard", dash.Cluster, len(dash.Shards))
+	}
+
 	for i, v := range voters[:60] {
 		other := c.hubs[(i+1)%3]
 		r := other.httpVote(v.session, poll.ID, v.voteID, v.option)

@@ -24,15 +24,21 @@ type ShardStats struct {
 
 // Stats is a point-in-time view of every shard and their sums.
 type Stats struct {
-	Shards         []ShardStats `json:"shards"`
-	VotesApplied   uint64       `json:"votes_applied"`
-	QueueDepth     int          `json:"queue_depth"`
-	InFlight       int          `json:"in_flight"`
-	Batches        uint64       `json:"batches"`
-	AvgBatch       float64      `json:"avg_batch"`
-	AppendFailures uint64       `json:"append_failures"`
-	Rounds         uint64       `json:"rounds"`           // aggregator rounds completed
-	SlowShardSkips uint64       `json:"slow_shard_skips"` // shard replies that missed a round's timeout
+	// Shards holds every shard in single-node mode and, in cluster mode,
+	// the shards active in this process.
+	Shards []ShardStats `json:"shards"`
+	// ClusterMembers is the number of hub processes in the cluster, or 0 in
+	// single-node mode; TotalShards is the shard count of the whole system.
+	ClusterMembers int     `json:"cluster_members,omitempty"`
+	TotalShards    int     `json:"total_shards"`
+	VotesApplied   uint64  `json:"votes_applied"`
+	QueueDepth     int     `json:"queue_depth"`
+	InFlight       int     `json:"in_flight"`
+	Batches        uint64  `json:"batches"`
+	AvgBatch       float64 `json:"avg_batch"`
+	AppendFailures uint64  `json:"append_failures"`
+	Rounds         uint64  `json:"rounds"`           // aggregator rounds completed
+	SlowShardSkips uint64  `json:"slow_shard_skips"` // shard replies that missed a round's timeout
 }
 
 // shardStats holds one shard's counters. The shard actor writes them and

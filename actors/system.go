@@ -594,15 +594,24 @@ func (s *System) Results(poll string) (Results, bool) {
 // Stats returns the counters of every shard and their sums.
 func (s *System) Stats() Stats {
 	out := Stats{
-		Shards:         make([]ShardStats, len(s.stats)),
+		Shards:         make([]ShardStats, 0, len(s.stats)),
+		TotalShards:    s.cfg.Shards,
 		Rounds:         s.rounds.Load(),
 		SlowShardSkips: s.slowSkips.Load(),
+	}
+	var local map[int]*actor.PID
+	if s.clu != nil {
+		out.ClusterMembers = s.ClusterMembers()
+		local = s.localShards()
 	}
 
 	var batchedVotes uint64
 	for i, st := range s.stats {
+		if _, ok := local[i]; local != nil && !ok {
+			continue
+		}
 		ss := st.snapshot(i)
-		out.Shards[i] = ss
+		out.Shards = append(out.Shards, ss)
 		out.VotesApplied += ss.VotesApplied
 		out.QueueDepth += ss.QueueDepth
 		out.InFlight += ss.InFlight

@@ -111,6 +111,20 @@ function render(doc) {
 
   renderEvents(Array.isArray(doc.events) ? doc.events : []);
   renderShards(Array.isArray(doc.shards) ? doc.shards : [], doc.ring ?? {});
+  renderCluster(doc.cluster);
+}
+
+// renderCluster shows which part of a cluster the page covers: its figures
+// are this hub's, and its shard table lists the shards this hub holds.
+function renderCluster(cluster) {
+  const text = document.getElementById("cluster-text");
+  if (!cluster) {
+    text.hidden = true;
+    return;
+  }
+  text.hidden = false;
+  text.textContent = `This hub is one of ${cluster.members} in its cluster and holds ${cluster.local_shards} of ` +
+    `${cluster.total_shards} shards. Sockets, events and shards below are this hub's; open the dashboard on each hub to see the others.`;
 }
 
 function formatRate(value) {

@@ -44,6 +44,17 @@ type dashboardDoc struct {
 	Events []dashboardEvent `json:"events"`
 	Shards []dashboardShard `json:"shards"`
 	Ring   dashboardRing    `json:"ring"`
+
+	// Cluster is set in cluster mode, where Events, Sockets and Shards
+	// describe this hub only.
+	Cluster *dashboardCluster `json:"cluster,omitempty"`
+}
+
+// dashboardCluster is this hub's place in its cluster.
+type dashboardCluster struct {
+	Members     int `json:"members"`
+	LocalShards int `json:"local_shards"`
+	TotalShards int `json:"total_shards"`
 }
 
 type dashboardEvent struct {
@@ -191,6 +202,10 @@ func buildDashboard(base, current statsSample) dashboardDoc {
 	doc.AckP50Ms = ackQuantileMs(base.metrics, current.metrics, 0.50)
 	doc.AckP99Ms = ackQuantileMs(base.metrics, current.metrics, 0.99)
 	doc.Shards, doc.Ring = dashboardShards(base.shards, current.shards, seconds)
+	if current.shards.ClusterMembers > 0 {
+		doc.Cluster = &dashboardCluster{Members: current.shards.ClusterMembers, LocalShards: len(current.shards.Shards),
+			TotalShards: current.shards.TotalShards}
+	}
 	return doc
 }
 
@@ -236,14 +251,19 @@ func dashboardShards(base, current actors.Stats, seconds float64) ([]dashboardSh
 	for _, st := range current.Shards {
 		total += st.VotesApplied
 	}
+	// In cluster mode the shards held here change over time, so samples
+	// are matched by shard number.
+	baseByShard := make(map[int]actors.ShardStats, len(base.Shards))
+	for _, st := range base.Shards {
+		baseByShard[st.Shard] = st
+	}
 	ring.MinShare = math.Inf(1)
 	for i, st := range current.Shards {
 		shard := dashboardShard{
 			Shard: st.Shard, VotesApplied: st.VotesApplied, QueueDepth: st.QueueDepth,
 			InFlight: st.InFlight, LastBatch: st.LastBatchSize, AvgBatch: st.AvgBatch,
 		}
-		if i < len(base.Shards) {
-			prev := base.Shards[i]
+		if prev, ok := baseByShard[st.Shard]; ok {
 			if seconds > 0 {
 				shard.VotesPerSecond = float64(st.VotesApplied-prev.VotesApplied) / seconds
 			}
