@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -352,4 +353,54 @@ func settledCount(voters []*retryingVoter) int {
 		}
 	}
 	return n
+}
+
+// TestClusterHubGracefulStop stops one hub with SIGTERM: it leaves the
+// cluster at once, exits cleanly, and the other hubs take its shards over
+// without waiting for its heartbeats to time out.
+func TestClusterHubGracefulStop(t *testing.T) {
+	c := startCluster(t)
+	ev, poll := c.openPoll()
+
+	const n = 600
+	voters := c.voters(n, poll)
+	bases := c.bases()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	if err := runVoters(ctx, voters[:n/2], bases, poll.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	stoppedAt := time.Now()
+	if err := c.hubs[2].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.hubs[2].cmd.Wait(); err != nil {
+		t.Fatalf("hub 2 after SIGTERM: %v", err)
+	}
+	exited := time.Since(stoppedAt)
+	bases[2].Store(c.hubs[0].base)
+	for i := range 2 {
+		waitUntil(t, fmt.Sprintf("hub %d sees 2 members", i), 10*time.Second, func() bool {
+			return metricValue(t, c.hubs[i], "livevote_cluster_members") == 2
+		})
+	}
+	left := time.Since(stoppedAt)
+
+	// The rest vote, and the first half retry through the survivors.
+	if err := runVoters(ctx, voters[n/2:], bases, poll.ID); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range voters[:30] {
+		answer := decodeInto[voteAnswer](t, c.hubs[i%2].httpVote(v.session, poll.ID, v.voteID, v.option), http.StatusAccepted)
+		if answer.Status != "duplicate" {
+			t.Errorf("retry of vote %s after the stop: status %q, want duplicate", v.voteID, answer.Status)
+		}
+	}
+	t.Logf("SIGTERM: hub 2 exited after %s, the others saw 2 members after %s", exited.Round(time.Millisecond), left.Round(time.Millisecond))
+	if left >= actors.DefaultMemberTTL {
+		t.Errorf("the others dropped the stopped hub after %s, no sooner than a crashed one (%s)", left, actors.DefaultMemberTTL)
+	}
+
+	c.checkFinal(ev, poll, n, []int{0, 1})
 }
