@@ -404,3 +404,114 @@ func TestClusterHubGracefulStop(t *testing.T) {
 
 	c.checkFinal(ev, poll, n, []int{0, 1})
 }
+
+// TestClusterFrozenHubComesBack freezes one hub with SIGSTOP for longer than
+// the member TTL, so the others drop it and take its shards over while its
+// own activations stay alive, then resumes it and closes the poll through
+// it at once. Its superseded activations must not report their stale
+// totals as final: the final document counts every voter once, and the
+// resumed hub, which the others dropped for good, exits with an error.
+func TestClusterFrozenHubComesBack(t *testing.T) {
+	c := startCluster(t)
+	ev, poll := c.openPoll()
+
+	const n = 600
+	voters := c.voters(n, poll)
+	bases := c.bases()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	if err := runVoters(ctx, voters[:n/2], bases, poll.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	frozen := c.hubs[2]
+	if err := frozen.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = frozen.cmd.Process.Signal(syscall.SIGCONT) })
+	bases[2].Store(c.hubs[0].base)
+	if err := runVoters(ctx, voters[n/2:], bases[:2], poll.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := frozen.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+
+	exited := make(chan error, 1)
+	go func() { exited <- frozen.cmd.Wait() }()
+
+	// Close through the resumed hub while it still runs; a 503 is sent again,
+	// through hub 0 once the resumed hub has gone.
+	closer := frozen
+	for attempt := 0; ; attempt++ {
+		select {
+		case <-exited:
+			closer = c.hubs[0]
+			exited = nil
+		default:
+		}
+		r, err := postClose(closer, poll.ID, ev.PresenterToken)
+		if err != nil && closer == frozen {
+			// The resumed hub exits while it answers; the next attempt goes
+			// to hub 0 once its exit is seen.
+			t.Logf("close through the resumed hub: %v", err)
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status == http.StatusOK {
+			t.Logf("closed through %s after %d answers of 503", closer.base, attempt)
+			break
+		}
+		if r.Status != http.StatusServiceUnavailable && closer == frozen {
+			t.Logf("the resumed hub answered the close with %d: %s", r.Status, r.Body)
+		} else if r.Status != http.StatusServiceUnavailable {
+			t.Fatalf("close through hub 0: %d %s", r.Status, r.Body)
+		}
+		if attempt == 60 {
+			t.Fatal("the close did not succeed within 60 attempts")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	for _, i := range []int{0, 1} {
+		waitUntil(t, fmt.Sprintf("hub %d has the final document", i), 20*time.Second, func() bool {
+			return results(c.hubs[i], poll.ID).Final
+		})
+		doc := results(c.hubs[i], poll.ID)
+		if doc.Voters != n {
+			t.Errorf("hub %d final document: %d voters, counts %v; want %d", i, doc.Voters, doc.Counts, n)
+		}
+	}
+
+	if exited != nil {
+		select {
+		case err := <-exited:
+			if err == nil {
+				t.Error("the dropped hub exited with status 0, want an error")
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the dropped hub still runs 30s after it was resumed")
+		}
+	}
+}
+
+// postClose sends a presenter's close request and returns a transport error
+// instead of failing the test, for a hub that may exit meanwhile.
+func postClose(n *childNode, poll, token string) (apiResponse, error) {
+	req, err := http.NewRequest("POST", n.base+"/api/polls/"+poll+"/close", nil)
+	if err != nil {
+		return apiResponse{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return apiResponse{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return apiResponse{Status: resp.StatusCode, Header: resp.Header, Body: body}, err
+}

@@ -47,6 +47,7 @@ type natsMembership struct {
 
 	droppedSince time.Time // since when every peer leaves this member out
 	dropped      bool
+	gone         map[string]bool // members removed from the list, which never return
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -57,7 +58,8 @@ type natsMembership struct {
 
 func newNATSMembership(nc *nats.Conn, kv jetstream.KeyValue, heartbeat, ttl time.Duration,
 	onMembers func(cluster.Members), onDropped func(), log *slog.Logger) *natsMembership {
-	return &natsMembership{nc: nc, kv: kv, heartbeat: heartbeat, ttl: ttl, onMembers: onMembers, onDropped: onDropped, log: log}
+	return &natsMembership{nc: nc, kv: kv, heartbeat: heartbeat, ttl: ttl, onMembers: onMembers, onDropped: onDropped,
+		gone: make(map[string]bool), log: log}
 }
 
 // StartMember announces this member and starts the heartbeat and the
@@ -210,7 +212,9 @@ func (p *natsMembership) follow(ctx context.Context, c *cluster.Cluster, watcher
 // ttl by the server's clock belong to members that stopped long ago.
 func (p *natsMembership) apply(members map[string]seenMember, entry jetstream.KeyValueEntry, initial bool) {
 	if entry.Operation() != jetstream.KeyValuePut {
-		delete(members, strings.TrimPrefix(entry.Key(), "member."))
+		id := strings.TrimPrefix(entry.Key(), "member.")
+		delete(members, id)
+		p.gone[id] = true
 		return
 	}
 
@@ -224,6 +228,11 @@ func (p *natsMembership) apply(members map[string]seenMember, entry jetstream.Ke
 		return
 	}
 	if initial && time.Since(entry.Created()) > p.ttl {
+		return
+	}
+	if p.gone[rec.ID] {
+		// Proto.Actor never lets a member that left back in, so neither
+		// does this list; the member notices and restarts.
 		return
 	}
 
@@ -281,6 +290,7 @@ func (p *natsMembership) publish(c *cluster.Cluster, members map[string]seenMemb
 				p.log.Warn("cluster member missed its heartbeats; removing it", "member", id,
 					"address", fmt.Sprintf("%s:%d", m.record.Host, m.record.Port), "silent_for", now.Sub(m.seen).Round(time.Millisecond))
 				delete(members, id)
+				p.gone[id] = true
 			}
 		}
 	}
