@@ -143,8 +143,14 @@ func (c config) validate() error {
 		if c.NatsURL == "" {
 			return fmt.Errorf("-cluster-name %q needs -nats-url: the hubs of a cluster share one NATS cluster, and the embedded server serves one process", c.ClusterName)
 		}
-		if _, _, err := net.SplitHostPort(c.ClusterAddr); err != nil {
+		host, _, err := net.SplitHostPort(c.ClusterAddr)
+		if err != nil || host == "" {
 			return fmt.Errorf("-cluster-addr %q is not host:port: use an address the other hubs can reach, such as 10.0.0.5:8091", c.ClusterAddr)
+		}
+		// The hub announces this address to the others, which dial it, so a
+		// wildcard that means "every interface here" would reach nothing.
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			return fmt.Errorf("-cluster-addr %q is a wildcard address, which the other hubs cannot dial: use this machine's address on their network, such as 10.0.0.5:8091", c.ClusterAddr)
 		}
 	}
 

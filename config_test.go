@@ -66,6 +66,7 @@ func TestParseConfigRejectsBadValues(t *testing.T) {
 		{"zero connections per IP", []string{"-max-conns-per-ip", "0"}, nil, "-max-conns-per-ip 0"},
 		{"cluster on the embedded server", []string{"-cluster-name", "hall"}, nil, `-cluster-name "hall" needs -nats-url`},
 		{"cluster address without port", []string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222", "-cluster-addr", "127.0.0.1"}, nil, `-cluster-addr "127.0.0.1"`},
+		{"wildcard cluster address", []string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222", "-cluster-addr", "0.0.0.0:8091"}, nil, `-cluster-addr "0.0.0.0:8091" is a wildcard`},
 		{"six replicas", []string{"-nats-url", "nats://127.0.0.1:4222", "-nats-replicas", "6"}, nil, "-nats-replicas 6"},
 		{"replicas on the embedded server", []string{"-nats-replicas", "3"}, nil, "-nats-replicas 3 needs an external NATS cluster"},
 	}
