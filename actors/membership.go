@@ -48,6 +48,7 @@ type natsMembership struct {
 	droppedSince time.Time // since when every peer leaves this member out
 	dropped      bool
 	gone         map[string]bool // members removed from the list, which never return
+	wasCutOff    bool            // this member's own heartbeats were not coming back
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -277,13 +278,24 @@ func (p *natsMembership) checkDropped(members map[string]seenMember, now time.Ti
 // others' silence says nothing about them.
 const freshHeartbeats = 3
 
-// publish drops the members silent for ttl, unless this member's own
-// heartbeats are not coming back, and hands the list to the cluster when it
-// changed. It returns the ids it published.
-func (p *natsMembership) publish(c *cluster.Cluster, members map[string]seenMember, last []string) []string {
-	now := time.Now()
+// prune drops the members silent for ttl, unless this member's own
+// heartbeats are not coming back, and reports whether they are not.
+func (p *natsMembership) prune(members map[string]seenMember, now time.Time) bool {
 	self, ok := members[p.self.ID]
 	cutOff := !ok || now.Sub(self.seen) > freshHeartbeats*p.heartbeat
+	if cutOff {
+		p.wasCutOff = true
+	} else if p.wasCutOff {
+		// The outage that silenced this member silenced the others too, and
+		// their heartbeats come back one by one: each gets a full ttl from
+		// now before it counts as gone.
+		p.wasCutOff = false
+		for id, m := range members {
+			m.seen = now
+			members[id] = m
+		}
+		p.droppedSince = time.Time{}
+	}
 	if !cutOff {
 		for id, m := range members {
 			if now.Sub(m.seen) > p.ttl {
@@ -298,6 +310,15 @@ func (p *natsMembership) publish(c *cluster.Cluster, members map[string]seenMemb
 	if !cutOff {
 		p.checkDropped(members, now)
 	}
+
+	return cutOff
+}
+
+// publish prunes the member list and hands it to the cluster when it
+// changed. It returns the ids it published.
+func (p *natsMembership) publish(c *cluster.Cluster, members map[string]seenMember, last []string) []string {
+	cutOff := p.prune(members, time.Now())
+	self, ok := members[p.self.ID]
 
 	list := make(cluster.Members, 0, len(members)+1)
 	ids := make([]string, 0, len(members)+1)

@@ -56,3 +56,46 @@ func TestCheckDroppedNeedsEveryPeerForTTL(t *testing.T) {
 		t.Fatalf("onDropped called %d times after every peer left this member out past the TTL, want 1", calls)
 	}
 }
+
+// TestPruneGivesPeersATTLAfterAnOutage covers an outage of the members
+// bucket: while this member's own heartbeats do not come back it drops
+// nobody, and once they do, the others get a full TTL to show up again
+// before they count as gone.
+func TestPruneGivesPeersATTLAfterAnOutage(t *testing.T) {
+	p := &natsMembership{heartbeat: 100 * time.Millisecond, ttl: time.Second, log: testLogger(),
+		gone: make(map[string]bool), onDropped: func() {}}
+	p.self = memberRecord{ID: "me"}
+	start := time.Now()
+	members := map[string]seenMember{
+		"me": {record: memberRecord{ID: "me"}, seen: start},
+		"a":  {record: memberRecord{ID: "a"}, seen: start},
+	}
+
+	// Ten seconds without any heartbeat, its own included: nobody is dropped.
+	if cutOff := p.prune(members, start.Add(10*time.Second)); !cutOff {
+		t.Fatal("not cut off after 10 s without its own heartbeat")
+	}
+	if _, ok := members["a"]; !ok {
+		t.Fatal("a peer was dropped while this member was cut off")
+	}
+
+	// Its own heartbeats come back every 100 ms; the peer's stay away.
+	back := start.Add(10 * time.Second)
+	tick := func(at time.Time) {
+		members["me"] = seenMember{record: memberRecord{ID: "me"}, seen: at}
+		p.prune(members, at)
+	}
+	for step := time.Duration(0); step <= 900*time.Millisecond; step += 100 * time.Millisecond {
+		tick(back.Add(step))
+	}
+	if _, ok := members["a"]; !ok {
+		t.Fatal("the peer was dropped within a TTL of the outage's end")
+	}
+
+	// The peer stays silent for a full TTL after the outage: now it is gone.
+	tick(back.Add(1000 * time.Millisecond))
+	tick(back.Add(1100 * time.Millisecond))
+	if _, ok := members["a"]; ok || !p.gone["a"] {
+		t.Fatal("the peer silent for a TTL after the outage was kept")
+	}
+}
