@@ -134,7 +134,7 @@ func (c config) validate() error {
 	}
 
 	if c.NatsReplicas < 1 || c.NatsReplicas > 5 {
-		return fmt.Errorf("-nats-replicas %d is out of range: use 1, 3 or 5 (at most the number of NATS servers)", c.NatsReplicas)
+		return fmt.Errorf("-nats-replicas %d is out of range: use 1 to 5, at most the number of NATS servers (3 for a 3-server cluster)", c.NatsReplicas)
 	}
 	if c.NatsReplicas > 1 && c.NatsURL == "" {
 		return fmt.Errorf("-nats-replicas %d needs an external NATS cluster: set -nats-url", c.NatsReplicas)

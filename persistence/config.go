@@ -30,6 +30,11 @@ const DefaultTimeout = 5 * time.Second
 // when the Open context has no deadline.
 const startTimeout = 30 * time.Second
 
+// externalStartTimeout is the time limit for an external NATS server or
+// cluster to accept the setup, retries included. A cluster that starts with
+// its hubs may take several seconds to elect a meta leader.
+const externalStartTimeout = 60 * time.Second
+
 // ParseSyncMode parses "always" or "interval". The empty string is SyncAlways.
 func ParseSyncMode(s string) (SyncMode, error) {
 	switch SyncMode(s) {

@@ -55,7 +55,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	_, ok := ctx.Deadline()
 	if !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		limit := startTimeout
+		if cfg.NatsURL != "" {
+			limit = externalStartTimeout
+		}
+		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
 
@@ -132,12 +136,51 @@ func (s *Store) setup(ctx context.Context) error {
 	}
 	s.js = js
 
-	err = s.checkServer(ctx)
-	if err != nil {
-		return err
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, setupAttemptTimeout)
+		err = s.checkServer(actx)
+		if err == nil {
+			err = s.ensureResources(actx)
+		}
+		cancel()
+		if err == nil || s.server != nil || !transientSetupError(err) {
+			return err
+		}
+
+		// A NATS cluster that is still electing its meta leader, or that
+		// gets the same streams created by several hubs at once, answers
+		// late or not at all; the creates are idempotent, so try again.
+		s.log.Warn("JetStream not ready; retrying", "attempt", attempt, "retry_in", setupRetryWait, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("JetStream on %s not ready after %d attempts: %w", s.nc.ConnectedUrlRedacted(), attempt, err)
+		case <-time.After(setupRetryWait):
+		}
+	}
+}
+
+// Bounds of the setup retries against an external NATS server.
+const (
+	setupAttemptTimeout = 5 * time.Second
+	setupRetryWait      = time.Second
+)
+
+// errJetStreamUnavailable is the JetStream API error code of a system that is
+// temporarily unavailable, as while a cluster elects its meta leader.
+const errJetStreamUnavailable jetstream.ErrorCode = 10008
+
+// transientSetupError reports whether a failed setup may succeed when tried
+// again: a request that timed out or found no responder, or a JetStream
+// system that said it is temporarily unavailable.
+func transientSetupError(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == errJetStreamUnavailable
 	}
 
-	return s.ensureResources(ctx)
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
 
 // checkServer verifies that JetStream is enabled and that the server accepts
