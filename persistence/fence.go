@@ -194,8 +194,8 @@ type ShardReplay struct {
 // above afterSeq, in stream order: the batches of the shard's own subject
 // and those that the group commit packed into VoteSubject. Other shards'
 // subjects are not read. It also reports the shard's claims and the
-// sequence of the last message on its subject. It returns once the consumer
-// reports no pending message. A message that does not decode stops the
+// sequence of the last message on its subject. It returns once it read the
+// messages that matched when it began. A message that does not decode stops the
 // replay with an error wrapping ErrCorruptBatch. When ctx has no deadline,
 // each wait for the next message gives up after DefaultTimeout.
 func (s *Store) ReplayShard(ctx context.Context, shard int, afterSeq uint64,
@@ -238,12 +238,15 @@ func (s *Store) ReplayShard(ctx context.Context, shard int, afterSeq uint64,
 	}
 	defer s.stopReplay(consumer, iter)
 
-	for {
-		pending, err := s.replayShardNext(ctx, iter, shard, subject, &out, fn)
+	// The replay stops after the messages that matched when it began, by
+	// count and not by the pending count of later messages, which a
+	// consumer that nats.go recreated may report as 0 too early.
+	for read := uint64(1); ; read++ {
+		_, err := s.replayShardNext(ctx, iter, shard, subject, &out, fn)
 		if err != nil {
 			return out, fmt.Errorf("replay shard %d after sequence %d: %w", shard, out.Last, err)
 		}
-		if pending == 0 {
+		if read >= info.NumPending {
 			return out, nil
 		}
 	}

@@ -91,9 +91,9 @@ func (s *Store) AppendBatch(ctx context.Context, b Batch) (seq uint64, err error
 // afterSeq, in stream order, and returns the number of batches and the last
 // sequence delivered, or afterSeq when there were none. It reads every
 // message after afterSeq and skips the batches of other shards, so its cost
-// is that of ReplayAll from afterSeq. It returns once the consumer reports
-// no pending message, so batches appended during the replay may or may not
-// be delivered. The first error of fn stops the replay and is returned with
+// is that of ReplayAll from afterSeq. It returns once it delivered the
+// stream's last message as of its start, so batches appended during the
+// replay may or may not be delivered. The first error of fn stops the replay and is returned with
 // the count and last sequence of the batches before it. A stored message
 // that does not decode stops the replay with an error wrapping
 // ErrCorruptBatch. When ctx has no deadline, each wait for the next message
@@ -130,9 +130,9 @@ func (s *Store) Replay(ctx context.Context, shard int, afterSeq uint64,
 // sequence is above afterSeq, in stream order and in a single pass. It
 // returns the number of messages read and the sequence of the last one, or
 // afterSeq when there were none. The batches of one message share its
-// sequence and come in the order they were appended. It returns once the
-// consumer reports no pending message, so messages appended during the
-// replay may or may not be delivered. The first error of fn stops the replay
+// sequence and come in the order they were appended. It returns once it
+// delivered the stream's last message as of its start, so messages appended
+// during the replay may or may not be delivered. The first error of fn stops the replay
 // and is returned. A stored message that does not decode stops the replay
 // with an error wrapping ErrCorruptBatch. When ctx has no deadline, each
 // wait for the next message gives up after DefaultTimeout.
@@ -146,7 +146,7 @@ func (s *Store) ReplayAll(ctx context.Context, afterSeq uint64,
 		return 0, afterSeq, nil
 	}
 
-	messages, last, err = s.replayFrom(ctx, afterSeq, fn)
+	messages, last, err = s.replayFrom(ctx, afterSeq, lastSeq, fn)
 	if err != nil {
 		return messages, last, fmt.Errorf("replay vote stream after sequence %d: %w", last, err)
 	}
@@ -168,10 +168,14 @@ func (s *Store) lastSequence(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// replayFrom delivers the messages after afterSeq until the consumer
-// reports none pending. The caller has checked that at least one exists, so
-// the first wait cannot run into an empty stream.
-func (s *Store) replayFrom(ctx context.Context, afterSeq uint64,
+// replayFrom delivers the messages after afterSeq until it has delivered
+// untilSeq, the stream's last sequence when the replay began. It does not
+// stop at the consumer's pending count: an ordered consumer that nats.go
+// recreated after missed heartbeats may report none pending before the
+// end, and the messages after that point would be skipped. The caller has
+// checked that untilSeq is above afterSeq, so the first wait cannot run
+// into an empty stream.
+func (s *Store) replayFrom(ctx context.Context, afterSeq, untilSeq uint64,
 	fn func(seq uint64, b Batch) error) (n int, last uint64, err error) {
 	last = afterSeq
 
@@ -191,14 +195,14 @@ func (s *Store) replayFrom(ctx context.Context, afterSeq uint64,
 	defer s.stopReplay(consumer, iter)
 
 	for {
-		seq, pending, err := s.replayNext(ctx, iter, fn)
+		seq, _, err := s.replayNext(ctx, iter, fn)
 		if err != nil {
 			return n, last, err
 		}
 		n++
 		last = seq
 
-		if pending == 0 {
+		if seq >= untilSeq {
 			return n, last, nil
 		}
 	}
