@@ -614,3 +614,41 @@ func TestClusterOpenRejectsMoreReplicasThanServers(t *testing.T) {
 		t.Errorf("Open error %q does not name the replicas", err)
 	}
 }
+
+// TestClusterOpenWaitsForQuorum opens a Store while two of the three
+// servers are down, so JetStream cannot answer, and brings them back 3 s
+// later: Open retries the setup and succeeds instead of failing on its
+// first request.
+func TestClusterOpenWaitsForQuorum(t *testing.T) {
+	t.Parallel()
+
+	c := natstest.Start(t, 3)
+	c.Kill(1)
+	c.Kill(2)
+
+	type opened struct {
+		s   *Store
+		err error
+	}
+	done := make(chan opened, 1)
+	start := time.Now()
+	go func() {
+		s, err := Open(context.Background(), Config{NatsURL: c.URL(0), Replicas: 3, Logger: testLogger(t)})
+		done <- opened{s, err}
+	}()
+
+	time.Sleep(3 * time.Second)
+	c.Restart(1)
+	c.Restart(2)
+
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("Open while the cluster regained its quorum: %v", r.err)
+		}
+		t.Cleanup(func() { _ = r.s.Close() })
+		t.Logf("Open succeeded %s after it started, with the quorum back after about 3 s", time.Since(start).Round(time.Millisecond))
+	case <-time.After(externalStartTimeout + 10*time.Second):
+		t.Fatal("Open did not return within its start limit")
+	}
+}
