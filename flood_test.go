@@ -229,12 +229,24 @@ func probeHTTP(ctx context.Context, t *testing.T, n *testNode, poll string, tall
 	client := &http.Client{Timeout: 20 * time.Second}
 	for ctx.Err() == nil {
 		body := fmt.Sprintf(`{"vote_id":%q,"options":["o1"]}`, uuid.NewString())
-		req, _ := http.NewRequest("POST", n.base+"/api/polls/"+poll+"/votes", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set(transport.SessionHeader, session)
-		resp, err := client.Do(req)
+		// A connection that breaks under the flood is retried with the same
+		// vote id, as clients do, up to three times in all.
+		var (
+			resp *http.Response
+			err  error
+		)
+		for attempt := 1; attempt <= 3; attempt++ {
+			req, _ := http.NewRequest("POST", n.base+"/api/polls/"+poll+"/votes", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set(transport.SessionHeader, session)
+			resp, err = client.Do(req)
+			if err == nil {
+				break
+			}
+			t.Logf("HTTP vote during the flood, attempt %d: %v", attempt, err)
+		}
 		if err != nil {
-			t.Errorf("HTTP vote during the flood: %v", err)
+			t.Errorf("HTTP vote during the flood got no answer in 3 attempts: %v", err)
 			return
 		}
 		resp.Body.Close()

@@ -165,17 +165,24 @@ const (
 	setupRetryWait      = time.Second
 )
 
-// errJetStreamUnavailable is the JetStream API error code of a system that is
-// temporarily unavailable, as while a cluster elects its meta leader.
-const errJetStreamUnavailable jetstream.ErrorCode = 10008
+// JetStream API error codes that a cluster which is still starting answers:
+// a system that is temporarily unavailable, as while the servers elect
+// their meta leader, and no peers for a replicated stream, as while the
+// leader still counts a server offline that just joined.
+const (
+	errJetStreamUnavailable jetstream.ErrorCode = 10008
+	errNoPeersForPlacement  jetstream.ErrorCode = 10005
+)
 
 // transientSetupError reports whether a failed setup may succeed when tried
-// again: a request that timed out or found no responder, or a JetStream
-// system that said it is temporarily unavailable.
+// again: a request that timed out or found no responder, or one of the
+// answers of a cluster that is still starting. A placement that can never
+// succeed, such as a tag no server has, then fails after the start limit
+// with JetStream's own error.
 func transientSetupError(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == errJetStreamUnavailable
+		return apiErr.ErrorCode == errJetStreamUnavailable || apiErr.ErrorCode == errNoPeersForPlacement
 	}
 
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
