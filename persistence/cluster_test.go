@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -650,5 +651,76 @@ func TestClusterOpenWaitsForQuorum(t *testing.T) {
 		t.Logf("Open succeeded %s after it started, with the quorum back after about 3 s", time.Since(start).Round(time.Millisecond))
 	case <-time.After(externalStartTimeout + 10*time.Second):
 		t.Fatal("Open did not return within its start limit")
+	}
+}
+
+// TestClusterFencedAppendsBackToBack appends fenced batches as fast as
+// the writers can, one writer per shard on 16 shards at once, each append
+// expecting the sequence of the writer's previous one, as shard grains do.
+// Every append must succeed: a single writer of a shard is never fenced,
+// even while its previous message is still being replicated when the next
+// one arrives.
+func TestClusterFencedAppendsBackToBack(t *testing.T) {
+	t.Parallel()
+	const shards, appends = 16, 150
+
+	c := natstest.Start(t, 3)
+	s := openClusterStore(t, c.URLs())
+	ctx := t.Context()
+
+	var wg sync.WaitGroup
+	for shard := range shards {
+		wg.Go(func() {
+			expect, err := s.ClaimShard(ctx, shard, "writer", 0)
+			if err != nil {
+				t.Errorf("claim shard %d: %v", shard, err)
+				return
+			}
+			for i := range appends {
+				seq, err := s.AppendFenced(ctx, testBatch(fmt.Sprintf("fenced-%d-%d", shard, i), shard, 1), expect)
+				if err != nil {
+					t.Errorf("shard %d: fenced append %d after sequence %d: %v", shard, i, expect, err)
+					return
+				}
+				expect = seq
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestClusterSecretCreatedOnceByConcurrentStores starts three stores at once
+// on a fresh cluster, as three hubs do, and checks that all of them end up
+// with the same session secret and shard ring.
+func TestClusterSecretCreatedOnceByConcurrentStores(t *testing.T) {
+	t.Parallel()
+
+	c := natstest.Start(t, 3)
+	stores := make([]*Store, 3)
+	for i := range stores {
+		stores[i] = openTestStore(t, Config{NatsURL: c.URL(i), Replicas: 3})
+	}
+
+	secrets := make([][]byte, len(stores))
+	rings := make([]Ring, len(stores))
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Go(func() {
+			var err error
+			secrets[i], err = s.LoadOrCreateSecret(t.Context(), "session-key", 32)
+			if err != nil {
+				t.Errorf("store %d: %v", i, err)
+			}
+			rings[i], err = s.LoadOrCreateRing(t.Context(), 8)
+			if err != nil {
+				t.Errorf("store %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	for i := 1; i < len(stores); i++ {
+		if !bytes.Equal(secrets[i], secrets[0]) || !bytes.Equal(rings[i].Salt, rings[0].Salt) {
+			t.Errorf("store %d got another secret or ring salt than store 0", i)
+		}
 	}
 }

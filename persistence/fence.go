@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -163,17 +164,43 @@ func (s *Store) publishFenced(ctx context.Context, subject string, data []byte, 
 	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expect, 10))
 	msg.Header.Set(jetstream.ExpectedStreamHeader, VotesStream)
 
-	ack, err := s.js.PublishMsg(ctx, msg)
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == errWrongLastSequence {
-		return 0, fmt.Errorf("%w: %s", ErrFenced, apiErr.Description)
-	}
-	if err != nil {
-		return 0, err
-	}
+	for attempt := 1; ; attempt++ {
+		ack, err := s.js.PublishMsg(ctx, msg)
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errWrongLastSequence {
+			return 0, fmt.Errorf("%w: %s", ErrFenced, apiErr.Description)
+		}
+		// A clustered stream refuses the check while an earlier message on
+		// the subject is still being replicated, even one whose ack the
+		// writer already has, and stores nothing; a moment later the check
+		// can run.
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errSubjectInProcess && attempt < subjectBusyAttempts {
+			select {
+			case <-ctx.Done():
+				return 0, err
+			case <-time.After(time.Duration(attempt) * subjectBusyWait):
+			}
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
 
-	return ack.Sequence, nil
+		return ack.Sequence, nil
+	}
 }
+
+// errSubjectInProcess is the JetStream error code of an expected-sequence
+// check refused because a message on the subject is still in process.
+const errSubjectInProcess jetstream.ErrorCode = 10164
+
+// A fenced publish refused with errSubjectInProcess is sent again up to
+// subjectBusyAttempts times in all, waiting attempt times subjectBusyWait
+// before each.
+const (
+	subjectBusyAttempts = 5
+	subjectBusyWait     = 2 * time.Millisecond
+)
 
 // ShardReplay is the outcome of ReplayShard.
 type ShardReplay struct {

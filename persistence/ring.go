@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -151,11 +152,23 @@ func (s *Store) loadOrCreate(ctx context.Context, key string, create func() ([]b
 
 	_, err = s.system.Create(ctx, key, value)
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		entry, err = s.system.Get(ctx, key)
-		if err != nil {
-			return nil, false, err
+		// The bucket's leader has the other caller's value, but a read may
+		// reach a replica that has not stored it yet, so a missing key is
+		// read again for a moment.
+		for attempt := 1; ; attempt++ {
+			entry, err = s.system.Get(ctx, key)
+			if err == nil {
+				return entry.Value(), false, nil
+			}
+			if !errors.Is(err, jetstream.ErrKeyNotFound) || attempt == replicaReadAttempts {
+				return nil, false, fmt.Errorf("read %s, which another process created: %w", key, err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			case <-time.After(replicaReadWait):
+			}
 		}
-		return entry.Value(), false, nil
 	}
 	if err != nil {
 		return nil, false, err
@@ -163,6 +176,13 @@ func (s *Store) loadOrCreate(ctx context.Context, key string, create func() ([]b
 
 	return value, true, nil
 }
+
+// A key that another process just created is read up to replicaReadAttempts
+// times, replicaReadWait apart, until a replica has it.
+const (
+	replicaReadAttempts = 20
+	replicaReadWait     = 50 * time.Millisecond
+)
 
 // randomBytes returns n bytes from crypto/rand. Since Go 1.24, rand.Read
 // never returns an error: it crashes the program if the system source fails.
