@@ -378,13 +378,20 @@ func (s *System) clusterRegister(p PollInfo) {
 	s.clu.polls[p.ID] = p
 	s.clu.pollsMu.Unlock()
 
+	// A lookup may wait for an activation, so the close goes out from its
+	// own goroutine and the caller, such as the catalog watch, goes on.
 	if p.Closed && !(seen && old.Closed) {
-		for i := range s.cfg.Shards {
-			pid := s.shardPID(i)
-			if pid != nil {
-				s.send(pid, &closeRequest{poll: p.ID})
+		go func() {
+			for i := range s.cfg.Shards {
+				if s.stopping.Load() {
+					return
+				}
+				pid := s.shardPID(i)
+				if pid != nil {
+					s.send(pid, &closeRequest{poll: p.ID})
+				}
 			}
-		}
+		}()
 	}
 }
 

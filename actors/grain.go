@@ -18,8 +18,8 @@ import (
 // writers keep appending to the shard's subject.
 const claimAttempts = 5
 
-// grainConfig is what a shard grain needs from its System to build its
-// configuration once its identity is known.
+// grainConfig is the link from a shard grain to its System, which builds
+// the grain's configuration once the grain knows its identity.
 type grainConfig struct {
 	system *System
 }
@@ -40,8 +40,8 @@ func parseShardName(name string) (int, error) {
 
 // activate runs when the cluster starts this grain: it learns its shard from
 // its identity, registers as the local activation and recovers. Recovery
-// includes the claim, so the shard answers no vote before it is the only
-// writer of its subject.
+// includes the claim, so the shard replies to no vote before it is the
+// only writer of its subject.
 func (sh *shard) activate(ctx actor.Context, msg *cluster.ClusterInit) {
 	s := sh.cfg.grain.system
 	index, err := parseShardName(msg.Identity.GetIdentity())

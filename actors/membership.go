@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// memberRecord is what a member stores under its id in the members bucket.
+// memberRecord is the record that a member stores under its id in the members bucket.
 type memberRecord struct {
 	Cluster string   `json:"cluster"`
 	ID      string   `json:"id"`
@@ -42,12 +42,12 @@ type natsMembership struct {
 	heartbeat time.Duration
 	ttl       time.Duration
 	log       *slog.Logger
-	onMembers func(cluster.Members) // sees each new member list before the cluster does
+	onMembers func(cluster.Members) // receives each new member list before the cluster does
 	onDropped func()                // called once when the others dropped this member
 
 	droppedSince time.Time // since when every peer leaves this member out
 	dropped      bool
-	gone         map[string]bool // members removed from the list, which never return
+	removed      map[string]bool // members taken off the list, which never return
 	wasCutOff    bool            // this member's own heartbeats were not coming back
 
 	cancel context.CancelFunc
@@ -60,7 +60,7 @@ type natsMembership struct {
 func newNATSMembership(nc *nats.Conn, kv jetstream.KeyValue, heartbeat, ttl time.Duration,
 	onMembers func(cluster.Members), onDropped func(), log *slog.Logger) *natsMembership {
 	return &natsMembership{nc: nc, kv: kv, heartbeat: heartbeat, ttl: ttl, onMembers: onMembers, onDropped: onDropped,
-		gone: make(map[string]bool), log: log}
+		removed: make(map[string]bool), log: log}
 }
 
 // StartMember announces this member and starts the heartbeat and the
@@ -215,7 +215,7 @@ func (p *natsMembership) apply(members map[string]seenMember, entry jetstream.Ke
 	if entry.Operation() != jetstream.KeyValuePut {
 		id := strings.TrimPrefix(entry.Key(), "member.")
 		delete(members, id)
-		p.gone[id] = true
+		p.removed[id] = true
 		return
 	}
 
@@ -231,7 +231,7 @@ func (p *natsMembership) apply(members map[string]seenMember, entry jetstream.Ke
 	if initial && time.Since(entry.Created()) > p.ttl {
 		return
 	}
-	if p.gone[rec.ID] {
+	if p.removed[rec.ID] {
 		// Proto.Actor never lets a member that left back in, so neither
 		// does this list; the member notices and restarts.
 		return
@@ -302,7 +302,7 @@ func (p *natsMembership) prune(members map[string]seenMember, now time.Time) boo
 				p.log.Warn("cluster member missed its heartbeats; removing it", "member", id,
 					"address", fmt.Sprintf("%s:%d", m.record.Host, m.record.Port), "silent_for", now.Sub(m.seen).Round(time.Millisecond))
 				delete(members, id)
-				p.gone[id] = true
+				p.removed[id] = true
 			}
 		}
 	}

@@ -63,7 +63,7 @@ func TestCheckDroppedNeedsEveryPeerForTTL(t *testing.T) {
 // before they count as gone.
 func TestPruneGivesPeersATTLAfterAnOutage(t *testing.T) {
 	p := &natsMembership{heartbeat: 100 * time.Millisecond, ttl: time.Second, log: testLogger(),
-		gone: make(map[string]bool), onDropped: func() {}}
+		removed: make(map[string]bool), onDropped: func() {}}
 	p.self = memberRecord{ID: "me"}
 	start := time.Now()
 	members := map[string]seenMember{
@@ -95,7 +95,7 @@ func TestPruneGivesPeersATTLAfterAnOutage(t *testing.T) {
 	// The peer stays silent for a full TTL after the outage: now it is gone.
 	tick(back.Add(1000 * time.Millisecond))
 	tick(back.Add(1100 * time.Millisecond))
-	if _, ok := members["a"]; ok || !p.gone["a"] {
+	if _, ok := members["a"]; ok || !p.removed["a"] {
 		t.Fatal("the peer silent for a TTL after the outage was kept")
 	}
 }

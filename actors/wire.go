@@ -16,8 +16,9 @@ import (
 // wirePrefix starts the type URL of every LiveVote message on the wire.
 const wirePrefix = "type.livevote.dev/"
 
-// errRemote is what a reply's error becomes once it crossed the wire.
-var errRemote = errors.New("actors: remote member")
+// errRemote wraps the error of a reply that crossed the wire, which keeps
+// only its text.
+var errRemote = errors.New("actors: error on a remote member")
 
 type wireVote struct {
 	Vote Vote  `json:"vote"`
