@@ -433,6 +433,13 @@ func TestClusterFrozenHubComesBack(t *testing.T) {
 	if err := runVoters(ctx, voters[n/2:], bases[:2], poll.ID); err != nil {
 		t.Fatal(err)
 	}
+	// The voters may all be done before the TTL when the frozen hub held no
+	// shard they needed, so wait until the others have dropped it.
+	for i := range 2 {
+		waitUntil(t, fmt.Sprintf("hub %d drops the frozen hub", i), 30*time.Second, func() bool {
+			return metricValue(t, c.hubs[i], "livevote_cluster_members") == 2
+		})
+	}
 	if err := frozen.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}

@@ -103,17 +103,27 @@ func startChildArgs(t *testing.T, args ...string) *childNode {
 	})
 
 	addr, ready := make(chan string, 1), make(chan struct{})
-	go scanChildLog(t, io.TeeReader(stderr, logFile), addr, ready)
+	logDone := make(chan struct{})
+	go func() {
+		defer close(logDone)
+		scanChildLog(t, io.TeeReader(stderr, logFile), addr, ready)
+	}()
 	c := &childNode{cmd: cmd}
 	c.t = t
+	// The log reader ends when the child exits, so a child that fails at
+	// start fails the test at once, with its log kept.
 	select {
 	case a := <-addr:
 		c.base = "http://" + a
+	case <-logDone:
+		t.Fatalf("child %d exited before it reported its listen address", cmd.Process.Pid)
 	case <-time.After(60 * time.Second):
 		t.Fatal("child did not report its listen address within 60s")
 	}
 	select {
 	case <-ready:
+	case <-logDone:
+		t.Fatalf("child %d exited before it became ready", cmd.Process.Pid)
 	case <-time.After(60 * time.Second):
 		t.Fatal("child did not become ready within 60s")
 	}

@@ -137,7 +137,7 @@ func (s *Store) LoadOrCreateSecret(ctx context.Context, name string, size int) (
 // another caller created the key first, it returns that caller's value.
 // created reports whether this call stored the value.
 func (s *Store) loadOrCreate(ctx context.Context, key string, create func() ([]byte, error)) (value []byte, created bool, err error) {
-	entry, err := s.system.Get(ctx, key)
+	entry, err := s.getStarting(ctx, key)
 	if err == nil {
 		return entry.Value(), false, nil
 	}
@@ -175,6 +175,31 @@ func (s *Store) loadOrCreate(ctx context.Context, key string, create func() ([]b
 	}
 
 	return value, true, nil
+}
+
+// getStarting reads key from the system bucket. A bucket that a NATS cluster
+// has just created may have no replica that answers reads yet, so a read
+// that found no responder or timed out is tried again, as the setup is,
+// for at most externalStartTimeout.
+func (s *Store) getStarting(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, externalStartTimeout)
+	defer cancel()
+
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, setupAttemptTimeout)
+		entry, err := s.system.Get(actx, key)
+		cancel()
+		if err == nil || s.server != nil || !transientSetupError(err) || ctx.Err() != nil {
+			return entry, err
+		}
+
+		s.log.Warn("read of the system bucket failed; retrying", "key", key, "attempt", attempt, "retry_in", setupRetryWait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read %s after %d attempts: %w", key, attempt, err)
+		case <-time.After(setupRetryWait):
+		}
+	}
 }
 
 // A key that another process just created is read up to replicaReadAttempts
