@@ -136,21 +136,7 @@ func (sh *shard) giveUp(ctx actor.Context) {
 	sh.log.Warn("shard handed to another member; this activation stops")
 	sh.stopping = true
 	sh.stopRetry()
-
-	for _, d := range sh.deferred {
-		switch d.message.(type) {
-		case *voteRequest:
-			sh.reply(ctx, d.sender, Ack{Outcome: OutcomeOverloaded})
-		case *closeRequest:
-			sh.reply(ctx, d.sender, &closeReply{shard: sh.cfg.index, err: ErrStopped})
-		}
-	}
-	sh.deferred = nil
-	sh.deferredVotes = 0
-
-	queued := sh.queue
-	sh.queue = nil
-	sh.answerOverloaded(ctx, queued)
+	sh.releaseWaiting(ctx)
 	for _, w := range sh.closeWaiters {
 		sh.reply(ctx, w.sender, &closeReply{shard: sh.cfg.index, err: ErrStopped})
 	}

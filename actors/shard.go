@@ -808,7 +808,18 @@ func (sh *shard) onStop(ctx actor.Context, req *stopRequest) {
 	sh.stopSender = ctx.Sender()
 	sh.stopDeadline = req.deadline
 	sh.stopRetry()
+	sh.releaseWaiting(ctx)
+	sh.updateQueueStats()
 
+	if sh.ready {
+		sh.answerCloseWaiters(ctx)
+	}
+	sh.finishStop(ctx)
+}
+
+// releaseWaiting replies to the deferred requests and the queued votes of a
+// stopping shard: OutcomeOverloaded to votes and ErrStopped to closes.
+func (sh *shard) releaseWaiting(ctx actor.Context) {
 	for _, d := range sh.deferred {
 		switch d.message.(type) {
 		case *voteRequest:
@@ -823,12 +834,6 @@ func (sh *shard) onStop(ctx actor.Context, req *stopRequest) {
 	queued := sh.queue
 	sh.queue = nil
 	sh.answerOverloaded(ctx, queued)
-	sh.updateQueueStats()
-
-	if sh.ready {
-		sh.answerCloseWaiters(ctx)
-	}
-	sh.finishStop(ctx)
 }
 
 // finishStop saves the final snapshot and replies to the stop request once no
