@@ -178,7 +178,7 @@ func (s *Store) watchCatalogOnce(ctx context.Context, fn func(key string, value 
 	if err != nil {
 		return fmt.Errorf("start watcher of %s: %w", CatalogBucket, err)
 	}
-	defer s.stopCatalogWatcher(watcher)
+	defer s.stopKVWatcher(CatalogBucket, watcher)
 
 	s.log.Debug("catalog watch started", "after_revision", *last)
 
@@ -206,15 +206,15 @@ func (s *Store) watchCatalogOnce(ctx context.Context, fn func(key string, value 
 	}
 }
 
-// stopCatalogWatcher stops watcher and reads its channel until nats.go
-// closes it, for at most watchDrainTimeout.
-func (s *Store) stopCatalogWatcher(watcher jetstream.KeyWatcher) {
+// stopKVWatcher stops a watcher of bucket and reads its channel until
+// nats.go closes it, for at most watchDrainTimeout.
+func (s *Store) stopKVWatcher(bucket string, watcher jetstream.KeyWatcher) {
 	// A subscription that already ended, or whose consumer a server restart
 	// removed, needs no stop.
 	err := watcher.Stop()
 	if err != nil && !errors.Is(err, nats.ErrBadSubscription) && !errors.Is(err, nats.ErrConnectionClosed) &&
 		!errors.Is(err, nats.ErrConsumerNotFound) {
-		s.log.Warn("stop catalog watcher failed", "err", err)
+		s.log.Warn("stop KV watcher failed", "bucket", bucket, "err", err)
 	}
 
 	timeout := time.NewTimer(watchDrainTimeout)
@@ -227,7 +227,7 @@ func (s *Store) stopCatalogWatcher(watcher jetstream.KeyWatcher) {
 				return
 			}
 		case <-timeout.C:
-			s.log.Warn("catalog watcher not closed after stop", "waited", watchDrainTimeout)
+			s.log.Warn("KV watcher not closed after stop", "bucket", bucket, "waited", watchDrainTimeout)
 			return
 		}
 	}

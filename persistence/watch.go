@@ -64,7 +64,7 @@ func (s *Store) watchResultsOnce(ctx context.Context, fn func(poll string, doc [
 	if err != nil {
 		return fmt.Errorf("start watcher of %s: %w", ResultsBucket, err)
 	}
-	defer s.stopCatalogWatcher(watcher)
+	defer s.stopKVWatcher(ResultsBucket, watcher)
 
 	for {
 		select {
