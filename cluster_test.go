@@ -29,7 +29,7 @@ type testCluster struct {
 }
 
 // startCluster starts the NATS cluster and the hubs, and waits until every
-// hub sees all three members.
+// hub lists all three members.
 func startCluster(t *testing.T) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, nats: natstest.Start(t, 3)}
@@ -92,7 +92,7 @@ func results(n *childNode, poll string) actors.Results {
 }
 
 // openPoll creates an event and an open two-option poll on hub 0 and waits
-// until every hub knows the poll.
+// until every hub has the poll.
 func (c *testCluster) openPoll() (createdEvent, hub.Poll) {
 	ev := c.hubs[0].createEvent("cluster")
 	poll := c.hubs[0].createPoll(ev, hub.NewPoll{Question: "Which?", Options: []string{"Red", "Blue"}}, true)
@@ -163,8 +163,8 @@ func (c *testCluster) bases() []*atomic.Value {
 // document and every live hub's copy count each of n voters exactly once.
 func (c *testCluster) checkFinal(ev createdEvent, poll hub.Poll, n int, live []int) {
 	c.t.Helper()
-	// A close during a failover may answer overloaded; a presenter sends
-	// it again.
+	// A close during a failover may get overloaded, so it is sent again, as
+	// a presenter would.
 	var r apiResponse
 	for range 20 {
 		r = c.hubs[live[0]].do("POST", "/api/polls/"+poll.ID+"/close", nil, bearer(ev.PresenterToken))
@@ -195,7 +195,7 @@ func (c *testCluster) checkFinal(ev createdEvent, poll hub.Poll, n int, live []i
 
 // TestClusterCountsEveryVoteOnce runs three hubs on a 3-server NATS
 // cluster: voters on every hub, exact totals on every hub, and a retry
-// through another hub is answered as a duplicate.
+// through another hub gets duplicate.
 func TestClusterCountsEveryVoteOnce(t *testing.T) {
 	c := startCluster(t)
 	ev, poll := c.openPoll()
@@ -459,8 +459,8 @@ func TestClusterFrozenHubComesBack(t *testing.T) {
 		}
 		r, err := postClose(closer, poll.ID, ev.PresenterToken)
 		if err != nil && closer == frozen {
-			// The resumed hub exits while it answers; the next attempt goes
-			// to hub 0 once its exit is seen.
+			// The resumed hub may exit during the request, so the next
+			// attempt goes to hub 0 once the exit is seen.
 			t.Logf("close through the resumed hub: %v", err)
 			time.Sleep(500 * time.Millisecond)
 			continue

@@ -120,7 +120,7 @@ func TestFloodAnswersOverloadedWithBoundedHeap(t *testing.T) {
 		t.Fatalf("%d HTTP 503 answers, only %d with Retry-After", tally.httpOverloaded.Load(), tally.httpWithRetryAfter.Load())
 	}
 	// Every vote gets accepted or overloaded: the vote limit is set out of reach, so a
-	// rate_limited answer here means the limiter refused a caller that read the clock
+	// rate_limited reply here means the limiter refused a caller that read the clock
 	// before a later call of its session took the lock.
 	if other := tally.other.Load(); other > 0 {
 		t.Fatalf("%d votes answered neither accepted nor overloaded; the first: %v", other, tally.firstOther.Load())

@@ -112,8 +112,8 @@ func (a *aggregator) handle(ctx actor.Context, message any) {
 	}
 }
 
-// syncPolls registers the polls that the cluster member knows, in cluster
-// mode, where hubs do not send registerPoll to the aggregator grain.
+// syncPolls registers the polls in this cluster member's list. In cluster
+// mode hubs do not send registerPoll to the aggregator grain.
 func (a *aggregator) syncPolls() {
 	if a.cfg.polls == nil {
 		return

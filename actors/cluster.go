@@ -38,8 +38,8 @@ const (
 
 // ClusterConfig turns a System into one member of a Proto.Actor cluster.
 // Shards and the aggregator become grains that the cluster places on its
-// members, every member routes votes to whichever member holds the shard,
-// and members find each other through a KV bucket of the Store, so the NATS
+// members, and every member routes votes to the member that has the shard.
+// Members find each other through a KV bucket of the Store, so the NATS
 // servers are the only shared infrastructure.
 type ClusterConfig struct {
 	// Name is the cluster name. Members with another name ignore each
@@ -266,8 +266,8 @@ func (s *System) shardPID(i int) *actor.PID {
 // activationTimeout bounds one activation request to a grain's owner.
 const activationTimeout = 2 * time.Second
 
-// activate asks the placement actor of the grain's owner for the grain's
-// PID; the owner spawns the grain unless it runs already. Nil means no
+// activate requests the grain's PID from the placement actor of its owner,
+// which spawns the grain unless it runs already. Nil means no
 // member owns it now or the owner did not answer in time.
 func (s *System) activate(identity, kind string) *actor.PID {
 	ci := cluster.NewClusterIdentity(identity, kind)
@@ -518,8 +518,8 @@ func (s *System) logCluster() []any {
 	return []any{slog.String("cluster", s.cfg.Cluster.Name), slog.String("address", s.actors.Address())}
 }
 
-// ClusterMembers returns the number of cluster members this member sees,
-// itself included, or 1 in single-node mode.
+// ClusterMembers returns the number of cluster members in this member's
+// list, itself included, or 1 in single-node mode.
 func (s *System) ClusterMembers() int {
 	if s.clu == nil {
 		return 1

@@ -19,7 +19,7 @@ import (
 const claimAttempts = 5
 
 // grainConfig is the link from a shard grain to its System, which builds
-// the grain's configuration once the grain knows its identity.
+// the grain's configuration once the grain has its identity.
 type grainConfig struct {
 	system *System
 }
@@ -149,7 +149,7 @@ func (sh *shard) giveUp(ctx actor.Context) {
 // verifyOwner checks that no other message reached the shard's subject
 // since this activation's last one, reading any that did. It gives up the
 // shard when another activation claimed it, and returns an error when the
-// check itself failed, in which case the caller answers with that error.
+// check itself failed, in which case the caller replies with that error.
 func (sh *shard) verifyOwner(ctx actor.Context) error {
 	vctx, cancel := context.WithTimeout(sh.cfg.baseCtx, sh.cfg.appendTimeout)
 	defer cancel()

@@ -18,7 +18,7 @@ func TestCheckDroppedNeedsEveryPeerForTTL(t *testing.T) {
 	}
 	start := time.Now()
 
-	// A peer that has not published a list yet says nothing.
+	// A peer that has not published a list yet does not count.
 	members := map[string]seenMember{"me": peer("me"), "a": peer("a")}
 	p.checkDropped(members, start)
 	p.checkDropped(members, start.Add(3*time.Second))
@@ -58,8 +58,8 @@ func TestCheckDroppedNeedsEveryPeerForTTL(t *testing.T) {
 }
 
 // TestPruneGivesPeersATTLAfterAnOutage covers an outage of the members
-// bucket: while this member's own heartbeats do not come back it drops
-// nobody, and once they do, the others get a full TTL to show up again
+// bucket: while this member's own heartbeats do not come back it drops no
+// peer, and once they do, the others get a full TTL to show up again
 // before they count as gone.
 func TestPruneGivesPeersATTLAfterAnOutage(t *testing.T) {
 	p := &natsMembership{heartbeat: 100 * time.Millisecond, ttl: time.Second, log: testLogger(),
@@ -71,7 +71,7 @@ func TestPruneGivesPeersATTLAfterAnOutage(t *testing.T) {
 		"a":  {record: memberRecord{ID: "a"}, seen: start},
 	}
 
-	// Ten seconds without any heartbeat, its own included: nobody is dropped.
+	// Ten seconds without any heartbeat, its own included: no peer is dropped.
 	if cutOff := p.prune(members, start.Add(10*time.Second)); !cutOff {
 		t.Fatal("not cut off after 10 s without its own heartbeat")
 	}

@@ -119,7 +119,7 @@ type shard struct {
 	stopDeadline time.Time
 
 	// Grain mode only. fence is the stream sequence of the last message on
-	// the shard's subject that this activation knows, which its next
+	// the shard's subject that this activation has seen, which its next
 	// append expects; claimSeq is the sequence of its own claim.
 	fence    uint64
 	claimSeq uint64
@@ -715,8 +715,8 @@ func (sh *shard) answerCloseWaiters(ctx actor.Context) {
 	if len(sh.closeWaiters) == 0 {
 		return
 	}
-	// A grain answers a barrier only once it knows it still owns the shard,
-	// so that no superseded activation reports stale totals as final.
+	// A grain replies to a barrier only after it checked that it still owns
+	// the shard, so that no superseded activation reports stale totals.
 	var ownerErr error
 	if sh.cfg.grain != nil && !sh.stopping {
 		if sh.inFlight != nil {

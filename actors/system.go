@@ -512,7 +512,7 @@ func (s *System) ClosePoll(ctx context.Context, poll string) (Results, error) {
 
 	aggregator := s.aggregatorPID()
 	if aggregator == nil {
-		return Results{}, fmt.Errorf("%w: close poll %q: no cluster member holds the aggregator", ErrTimeout, poll)
+		return Results{}, fmt.Errorf("%w: close poll %q: no cluster member could activate the aggregator; retry the close", ErrTimeout, poll)
 	}
 	reply, err := s.request(ctx, aggregator, &finalizeRequest{poll: poll, totals: totals})
 	if s.clu != nil && err != nil {
@@ -556,7 +556,7 @@ func (s *System) closeAtShards(ctx context.Context, poll string) ([]pollTotals, 
 	for i := range pids {
 		pids[i] = s.shardPID(i)
 		if pids[i] == nil {
-			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: close poll %q: no cluster member holds %s", ErrTimeout, poll, ShardName(i)))
+			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: close poll %q: no cluster member could activate %s; retry the close", ErrTimeout, poll, ShardName(i)))
 			continue
 		}
 		replies[i] = s.ask(pids[i], &closeRequest{poll: poll})

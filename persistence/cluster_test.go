@@ -617,7 +617,7 @@ func TestClusterOpenRejectsMoreReplicasThanServers(t *testing.T) {
 }
 
 // TestClusterOpenWaitsForQuorum opens a Store while two of the three
-// servers are down, so JetStream cannot answer, and brings them back 3 s
+// servers are down, so JetStream cannot reply, and brings them back 3 s
 // later: Open retries the setup and succeeds instead of failing on its
 // first request.
 func TestClusterOpenWaitsForQuorum(t *testing.T) {

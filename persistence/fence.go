@@ -15,14 +15,14 @@ import (
 // Fenced appends give each shard a single writer when several processes
 // share one vote stream. A shard's fenced batches and claims go to its own
 // subject, ShardSubject, and each publish carries the sequence of the last
-// message that the writer knows on that subject. JetStream stores the
+// message on that subject that the writer has seen. JetStream stores the
 // message only if that is still the subject's last one, so a writer whose
 // shard was claimed by another process has every later append refused.
 
 // ErrFenced reports a fenced append or claim that JetStream refused because
 // another message reached the shard's subject first. For an append it means
 // that another process claimed the shard or that the writer's own earlier
-// append was stored after all; ReplayShard tells the two apart.
+// append was stored after all. ReplayShard shows which of the two it was.
 var ErrFenced = errors.New("persistence: another writer appended to the shard's subject")
 
 // claimMagic starts every claim message: "LVC" and the format version.
@@ -170,10 +170,10 @@ func (s *Store) publishFenced(ctx context.Context, subject string, data []byte, 
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == errWrongLastSequence {
 			return 0, fmt.Errorf("%w: %s", ErrFenced, apiErr.Description)
 		}
-		// A clustered stream refuses the check while an earlier message on
+		// A clustered stream rejects the check while an earlier message on
 		// the subject is still being replicated, even one whose ack the
-		// writer already has, and stores nothing; a moment later the check
-		// can run.
+		// writer already has. It stores nothing, so the publish is sent
+		// again a moment later.
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == errSubjectInProcess && attempt < subjectBusyAttempts {
 			select {
 			case <-ctx.Done():

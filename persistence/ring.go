@@ -178,7 +178,7 @@ func (s *Store) loadOrCreate(ctx context.Context, key string, create func() ([]b
 }
 
 // getStarting reads key from the system bucket. A bucket that a NATS cluster
-// has just created may have no replica that answers reads yet, so a read
+// has just created may have no replica that serves reads yet, so a read
 // that found no responder or timed out is tried again, as the setup is,
 // for at most externalStartTimeout.
 func (s *Store) getStarting(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {

@@ -148,8 +148,8 @@ func (s *Store) setup(ctx context.Context) error {
 		}
 
 		// A NATS cluster that is still electing its meta leader, or that
-		// gets the same streams created by several hubs at once, answers
-		// late or not at all; the creates are idempotent, so try again.
+		// gets the same streams created by several hubs at once, replies
+		// late or not at all. The creates are idempotent, so try again.
 		s.log.Warn("JetStream not ready; retrying", "attempt", attempt, "retry_in", setupRetryWait, "err", err)
 		select {
 		case <-ctx.Done():
@@ -165,7 +165,7 @@ const (
 	setupRetryWait      = time.Second
 )
 
-// JetStream API error codes that a cluster which is still starting answers:
+// JetStream API error codes that a cluster which is still starting returns:
 // a system that is temporarily unavailable, as while the servers elect
 // their meta leader, and no peers for a replicated stream, as while the
 // leader still counts a server offline that just joined.
@@ -176,7 +176,7 @@ const (
 
 // transientSetupError reports whether a failed setup may succeed when tried
 // again: a request that timed out or found no responder, or one of the
-// answers of a cluster that is still starting. A placement that can never
+// errors of a cluster that is still starting. A placement that can never
 // succeed, such as a tag no server has, then fails after the start limit
 // with JetStream's own error.
 func transientSetupError(err error) bool {

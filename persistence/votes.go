@@ -18,7 +18,7 @@ const replayPullMessages = 256
 
 // replayHeartbeat is the idle heartbeat of a replay's pulls. On a NATS
 // cluster a new ordered consumer now and then never gets its first pull
-// request; two missed heartbeats make nats.go recreate the consumer, so
+// request. Two missed heartbeats make nats.go recreate the consumer, so
 // such a replay is about 2 s late instead of failing after DefaultTimeout.
 const replayHeartbeat = time.Second
 
