@@ -19,20 +19,20 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/livevote/livevote/hub"
+	"github.com/livevote/livevote/persistence/natstest"
 	"github.com/livevote/livevote/transport"
 )
 
-// freeAddr returns a loopback address with a port that was free a moment ago, so a
-// restarted child can listen where the clients already point.
+// freeAddr returns a loopback address for a server that a test restarts where the
+// clients already point. Its port is reserved against other test processes until
+// this one exits.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := natstest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // retryingVoter sends one vote until it gets an answer that settles it: accepted or

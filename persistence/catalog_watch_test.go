@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/livevote/livevote/persistence/natstest"
 )
 
 // watchWait bounds every wait for a watched entry, except after a server
@@ -257,9 +258,12 @@ func TestWatchCatalogSurvivesServerRestart(t *testing.T) {
 		current.Shutdown()
 		current.WaitForShutdown()
 	})
-	current = startRestartableServer(t, storeDir, -1)
+	port, err := natstest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	current = startRestartableServer(t, storeDir, port)
 	url := current.ClientURL()
-	port := current.Addr().(*net.TCPAddr).Port
 
 	watching := openTestStore(t, Config{NatsURL: url})
 	writing := openTestStore(t, Config{NatsURL: url})
@@ -294,8 +298,7 @@ func TestWatchCatalogSurvivesServerRestart(t *testing.T) {
 }
 
 // startRestartableServer starts a JetStream nats-server on 127.0.0.1 that
-// keeps its files in storeDir, on port or on a free port for -1. The caller
-// shuts it down.
+// keeps its files in storeDir, on port. The caller shuts it down.
 func startRestartableServer(t *testing.T, storeDir string, port int) *server.Server {
 	t.Helper()
 

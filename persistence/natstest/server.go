@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -163,56 +161,6 @@ func (s *server) kill() error {
 	case <-time.After(exitTimeout):
 		return fmt.Errorf("server %s (pid %d) did not exit within %s of SIGKILL", s.name, p.cmd.Process.Pid, exitTimeout)
 	}
-}
-
-// usedPorts contains every port that freePorts returned in this process, so
-// that a port of a killed server, free until its restart, never goes to
-// another server of this process.
-var usedPorts = struct {
-	sync.Mutex
-	ports map[int]bool
-}{ports: map[int]bool{}}
-
-// freePorts returns n distinct loopback TCP ports that were free a moment
-// ago and that no earlier call returned.
-//
-// NOTE: another process can bind a port between this check and the
-// server's start, or while a killed server waits for Restart. The server
-// then fails to start and its log names the port.
-func freePorts(n int) ([]int, error) {
-	usedPorts.Lock()
-	defer usedPorts.Unlock()
-
-	var ports []int
-	var listeners []net.Listener
-	defer func() {
-		for _, ln := range listeners {
-			ln.Close()
-		}
-	}()
-
-	// Every listener stays open until the end, so the kernel does not hand
-	// out one port twice. 100 tries leave room for ports this process used.
-	for try := 0; len(ports) < n && try < 100; try++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free loopback port: %w", err)
-		}
-		listeners = append(listeners, ln)
-
-		port := ln.Addr().(*net.TCPAddr).Port
-		if usedPorts.ports[port] {
-			continue
-		}
-		usedPorts.ports[port] = true
-		ports = append(ports, port)
-	}
-
-	if len(ports) < n {
-		return nil, fmt.Errorf("found %d of %d free loopback ports in 100 tries", len(ports), n)
-	}
-
-	return ports, nil
 }
 
 // logTail returns the last n lines of the file at path, read from its last
