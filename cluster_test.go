@@ -32,15 +32,23 @@ type testCluster struct {
 // hub lists all three members.
 func startCluster(t *testing.T) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, nats: natstest.Start(t, 3)}
-	for range 3 {
+	nats := natstest.Start(t, 3)
+	return startHubs(t, nats, []string{nats.URLs(), nats.URLs(), nats.URLs()})
+}
+
+// startHubs starts one hub per entry of urls, each with that entry as its
+// -nats-url, and waits until every hub lists all of them as members.
+func startHubs(t *testing.T, nats *natstest.Cluster, urls []string) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, nats: nats}
+	for _, url := range urls {
 		c.hubs = append(c.hubs, startChildArgs(t, "-addr", "127.0.0.1:0", "-data", t.TempDir(),
-			"-nats-url", c.nats.URLs(), "-nats-replicas", "3",
+			"-nats-url", url, "-nats-replicas", "3",
 			"-cluster-name", "test", "-cluster-addr", "127.0.0.1:0"))
 	}
 	for i, h := range c.hubs {
-		waitUntil(t, fmt.Sprintf("hub %d sees 3 members", i), 30*time.Second, func() bool {
-			return metricValue(t, h, "livevote_cluster_members") == 3
+		waitUntil(t, fmt.Sprintf("hub %d sees %d members", i, len(urls)), 30*time.Second, func() bool {
+			return metricValue(t, h, "livevote_cluster_members") == float64(len(urls))
 		})
 	}
 	return c
@@ -503,6 +511,87 @@ func TestClusterFrozenHubComesBack(t *testing.T) {
 			t.Error("the dropped hub still runs 30s after it was resumed")
 		}
 	}
+}
+
+// TestClusterHubCutFromNATS cuts every link between one hub and the NATS
+// servers during a surge, while the hubs still reach each other, as a
+// network partition does. The cut hub acknowledges nothing it cannot store,
+// the others drop it after the member TTL and take its shards over, and once
+// the link heals, the bytes held during the cut reach the servers: the
+// fence refuses the stale appends among them, and the hub, dropped for good,
+// exits with an error. Every voter ends counted exactly once.
+func TestClusterHubCutFromNATS(t *testing.T) {
+	nats := natstest.Start(t, 3)
+	proxies := make([]*cutProxy, nats.Len())
+	proxied := make([]string, nats.Len())
+	for i := range proxies {
+		proxies[i] = startCutProxy(t, strings.TrimPrefix(nats.URL(i), "nats://"))
+		proxied[i] = "nats://" + proxies[i].addr()
+	}
+	c := startHubs(t, nats, []string{nats.URLs(), nats.URLs(), strings.Join(proxied, ",")})
+	ev, poll := c.openPoll()
+
+	const n = 1500
+	voters := c.voters(n, poll)
+	bases := c.bases()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	cutHub := c.hubs[2]
+	exited := make(chan error, 1)
+	go func() { exited <- cutHub.cmd.Wait() }()
+
+	done := make(chan error, 1)
+	go func() { done <- runVoters(ctx, voters, bases, poll.ID) }()
+
+	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
+		return settledCount(voters) >= n/3
+	})
+	held := metricValue(t, cutHub, "livevote_cluster_local_shards")
+	cutAt := time.Now()
+	before := settledCount(voters)
+	for _, p := range proxies {
+		p.cut()
+	}
+
+	for i := range 2 {
+		waitUntil(t, fmt.Sprintf("hub %d drops the cut hub", i), 30*time.Second, func() bool {
+			return metricValue(t, c.hubs[i], "livevote_cluster_members") == 2
+		})
+	}
+	dropped := time.Since(cutAt)
+	waitUntil(t, "the other hubs hold every shard", 30*time.Second, func() bool {
+		return metricValue(t, c.hubs[0], "livevote_cluster_local_shards")+metricValue(t, c.hubs[1], "livevote_cluster_local_shards") == 8
+	})
+	moved := time.Since(cutAt)
+
+	// The voters of the cut hub keep sending to it for a while, as phones
+	// that still hold its address would.
+	time.Sleep(3 * time.Second)
+	settledDuringCut := settledCount(voters) - before
+	for _, p := range proxies {
+		p.heal()
+	}
+	healedAt := time.Now()
+
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Error("the cut hub exited with status 0 after the heal, want an error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the cut hub still runs 30s after the link healed")
+	}
+	t.Logf("cut of hub 2, which held %v of 8 shards, with %d of %d voters settled: the others dropped it after %s "+
+		"and held every shard after %s; %d voters settled during the cut; the hub exited %s after the heal",
+		held, before, n, dropped.Round(time.Millisecond), moved.Round(time.Millisecond), settledDuringCut,
+		time.Since(healedAt).Round(time.Millisecond))
+	bases[2].Store(c.hubs[1].base)
+
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.checkFinal(ev, poll, n, []int{0, 1})
 }
 
 // postClose sends a presenter's close request and returns a transport error

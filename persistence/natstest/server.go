@@ -49,7 +49,10 @@ func (c *Cluster) config(s *server) string {
 		return b.String()
 	}
 
-	fmt.Fprintf(&b, "cluster {\n  name: %s\n  listen: 127.0.0.1:%d\n  routes: [\n", c.name, s.routePort)
+	// no_advertise keeps the servers from telling clients each other's
+	// addresses, so a client reaches only the URLs a test gives it, such as
+	// those of a proxy that can cut the link.
+	fmt.Fprintf(&b, "cluster {\n  name: %s\n  listen: 127.0.0.1:%d\n  no_advertise: true\n  routes: [\n", c.name, s.routePort)
 	for _, peer := range c.servers {
 		if peer != s {
 			fmt.Fprintf(&b, "    nats-route://127.0.0.1:%d\n", peer.routePort)
