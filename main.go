@@ -124,7 +124,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 	case err = <-serveErr:
 		logger.Error("http server failed", "error", err)
 	case <-a.shards.Dropped():
-		err = errors.New("the other hubs dropped this hub from the cluster after it missed its heartbeats; start it again to rejoin")
+		err = errors.New("another hub dropped this hub from the cluster after it missed its heartbeats; start it again to rejoin")
 		logger.Error("livevote stopping", "error", err)
 	}
 	cancelReady()

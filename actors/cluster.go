@@ -557,7 +557,7 @@ func (s *System) Address() string {
 	return s.actors.Address()
 }
 
-// Dropped is closed when the other cluster members dropped this one for
+// Dropped is closed when another cluster member dropped this one for
 // good, which Proto.Actor does not undo: the process must restart to
 // rejoin. It is nil in single-node mode, so a select never picks it.
 func (s *System) Dropped() <-chan struct{} {

@@ -49,6 +49,7 @@ type natsMembership struct {
 	dropped      bool
 	removed      map[string]bool // members taken off the list, which never return
 	wasCutOff    bool            // this member's own heartbeats were not coming back
+	leftOut      bool            // the last placement list left this member out
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -240,22 +241,33 @@ func (p *natsMembership) apply(members map[string]seenMember, entry jetstream.Ke
 	members[rec.ID] = seenMember{record: rec, seen: time.Now()}
 }
 
-// checkDropped notices when the other members keep leaving this one out of
-// their lists for ttl. Proto.Actor blocks a member that left for good, so
-// such a member can never rejoin: it reports itself through onDropped,
-// and the process must restart with a new member id.
-func (p *natsMembership) checkDropped(members map[string]seenMember, now time.Time) {
-	left, peers := 0, 0
+// leftOutBy returns how many peers leave this member out of their latest
+// list, among the peers that publish a list and whose record is fresh. A
+// stale record is the last word of a peer that may be gone, so it does not
+// count.
+func (p *natsMembership) leftOutBy(members map[string]seenMember, now time.Time) int {
+	left := 0
 	for id, m := range members {
-		if id == p.self.ID || m.record.Sees == nil {
+		if id == p.self.ID || m.record.Sees == nil || now.Sub(m.seen) > freshHeartbeats*p.heartbeat {
 			continue
 		}
-		peers++
 		if !slices.Contains(m.record.Sees, p.self.ID) {
 			left++
 		}
 	}
-	if peers == 0 || left < peers {
+
+	return left
+}
+
+// checkDropped notices when a peer keeps leaving this member out of its
+// list for ttl. Proto.Actor blocks a member that left for good, so the peer
+// will never take this member back: while this member stays, the two place
+// shards differently and their activations keep claiming the same shards
+// from each other. A dropped member therefore reports itself through
+// onDropped, and the process must restart with a new member id.
+func (p *natsMembership) checkDropped(members map[string]seenMember, now time.Time) {
+	left := p.leftOutBy(members, now)
+	if left == 0 {
 		p.droppedSince = time.Time{}
 		return
 	}
@@ -265,8 +277,8 @@ func (p *natsMembership) checkDropped(members map[string]seenMember, now time.Ti
 	}
 	if now.Sub(p.droppedSince) > p.ttl && !p.dropped {
 		p.dropped = true
-		p.log.Error("the other cluster members dropped this member; restart this process to rejoin",
-			"member", p.self.ID, "peers", peers)
+		p.log.Error("another cluster member dropped this member; restart this process to rejoin",
+			"member", p.self.ID, "left_out_by", left)
 		p.onDropped()
 	}
 }
@@ -317,27 +329,49 @@ func (p *natsMembership) prune(members map[string]seenMember, now time.Time) boo
 // publish prunes the member list and hands it to the cluster when it
 // changed. It returns the ids it published.
 func (p *natsMembership) publish(c *cluster.Cluster, members map[string]seenMember, last []string) []string {
-	cutOff := p.prune(members, time.Now())
-	self, ok := members[p.self.ID]
-
-	list := make(cluster.Members, 0, len(members)+1)
-	ids := make([]string, 0, len(members)+1)
-	members[p.self.ID] = seenMember{record: p.self, seen: self.seen}
-	for _, m := range members {
-		list = append(list, &cluster.Member{Id: m.record.ID, Host: m.record.Host, Port: int32(m.record.Port), Kinds: m.record.Kinds})
-		ids = append(ids, m.record.ID)
-	}
-	if !ok {
-		delete(members, p.self.ID)
-	}
-	slices.Sort(ids)
-	if slices.Equal(ids, last) {
+	now := time.Now()
+	cutOff := p.prune(members, now)
+	list, placement, ids, leftOut := p.lists(members, now)
+	if slices.Equal(ids, last) && leftOut == p.leftOut {
 		return last
 	}
+	p.leftOut = leftOut
 
-	p.log.Info("cluster members changed", "members", len(ids), "cut_off", cutOff)
-	p.onMembers(list)
+	p.log.Info("cluster members changed", "members", len(list), "cut_off", cutOff, "left_out", leftOut)
+	p.onMembers(placement)
 	c.MemberList.UpdateClusterTopology(list)
 
 	return ids
+}
+
+// lists returns the member list with this member in it, the list for shard
+// placement, the sorted ids of the first, and whether the second leaves
+// this member out.
+//
+// While any fresh peer leaves this member out, so does the placement list:
+// the peer places this member's shards elsewhere, and placing them here as
+// well would start a second activation that claims each of them back. Such
+// a member serves its sockets through the others until every peer lists it
+// again or checkDropped gives up.
+func (p *natsMembership) lists(members map[string]seenMember, now time.Time) (list, placement cluster.Members, ids []string, leftOut bool) {
+	self, ok := members[p.self.ID]
+	members[p.self.ID] = seenMember{record: p.self, seen: self.seen}
+	defer func() {
+		if !ok {
+			delete(members, p.self.ID)
+		}
+	}()
+	leftOut = p.leftOutBy(members, now) > 0
+
+	for _, m := range members {
+		member := &cluster.Member{Id: m.record.ID, Host: m.record.Host, Port: int32(m.record.Port), Kinds: m.record.Kinds}
+		list = append(list, member)
+		if !leftOut || m.record.ID != p.self.ID {
+			placement = append(placement, member)
+		}
+		ids = append(ids, m.record.ID)
+	}
+	slices.Sort(ids)
+
+	return list, placement, ids, leftOut
 }

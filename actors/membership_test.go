@@ -1,59 +1,117 @@
 package actors
 
 import (
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/asynkron/protoactor-go/cluster"
 )
 
-// TestCheckDroppedNeedsEveryPeerForTTL checks when a member concludes that
-// the others dropped it: only when every peer that publishes its list
-// leaves it out, and only after that lasted longer than the TTL.
-func TestCheckDroppedNeedsEveryPeerForTTL(t *testing.T) {
+// TestCheckDroppedByOnePeerAfterTTL checks when a member concludes that it
+// was dropped: once any fresh peer that publishes its list has left it out
+// for longer than the TTL.
+func TestCheckDroppedByOnePeerAfterTTL(t *testing.T) {
 	calls := 0
-	p := &natsMembership{ttl: time.Second, log: testLogger(), onDropped: func() { calls++ }}
+	p := &natsMembership{heartbeat: 100 * time.Millisecond, ttl: time.Second, log: testLogger(), onDropped: func() { calls++ }}
 	p.self = memberRecord{ID: "me"}
-
-	peer := func(id string, sees ...string) seenMember {
-		return seenMember{record: memberRecord{ID: id, Sees: sees}}
-	}
 	start := time.Now()
 
+	// peer returns a record seen at the given offset from start.
+	peer := func(id string, seenAt time.Duration, sees ...string) seenMember {
+		return seenMember{record: memberRecord{ID: id, Sees: sees}, seen: start.Add(seenAt)}
+	}
+
 	// A peer that has not published a list yet does not count.
-	members := map[string]seenMember{"me": peer("me"), "a": peer("a")}
+	members := map[string]seenMember{"me": peer("me", 0), "a": peer("a", 0)}
 	p.checkDropped(members, start)
-	p.checkDropped(members, start.Add(3*time.Second))
+	p.checkDropped(members, start.Add(200*time.Millisecond))
 	if calls != 0 {
 		t.Fatalf("dropped without any list: %d calls", calls)
 	}
 
-	// One of two peers leaving this member out is a view in transition.
-	members = map[string]seenMember{"me": peer("me"), "a": peer("a", "a"), "b": peer("b", "a", "b", "me")}
-	p.checkDropped(members, start)
-	p.checkDropped(members, start.Add(3*time.Second))
-	if calls != 0 {
-		t.Fatalf("dropped while one peer still lists this member: %d calls", calls)
+	// One fresh peer leaves this member out, not yet for the TTL.
+	leaving := func(at time.Duration) map[string]seenMember {
+		return map[string]seenMember{"me": peer("me", at), "a": peer("a", at, "a", "b"), "b": peer("b", at, "a", "b", "me")}
 	}
-
-	// Every peer leaving it out, but not yet for the TTL.
-	members = map[string]seenMember{"me": peer("me"), "a": peer("a", "a", "b"), "b": peer("b", "a", "b")}
-	p.checkDropped(members, start)
-	p.checkDropped(members, start.Add(900*time.Millisecond))
+	p.checkDropped(leaving(0), start)
+	p.checkDropped(leaving(900*time.Millisecond), start.Add(900*time.Millisecond))
 	if calls != 0 {
 		t.Fatalf("dropped before the TTL passed: %d calls", calls)
 	}
 
 	// Listed again: the clock starts over.
-	p.checkDropped(map[string]seenMember{"me": peer("me"), "a": peer("a", "a", "me")}, start.Add(950*time.Millisecond))
-	p.checkDropped(members, start.Add(1000*time.Millisecond))
-	p.checkDropped(members, start.Add(1900*time.Millisecond))
+	p.checkDropped(map[string]seenMember{"me": peer("me", 950*time.Millisecond), "a": peer("a", 950*time.Millisecond, "a", "me")}, start.Add(950*time.Millisecond))
+	p.checkDropped(leaving(time.Second), start.Add(time.Second))
+	p.checkDropped(leaving(1900*time.Millisecond), start.Add(1900*time.Millisecond))
 	if calls != 0 {
 		t.Fatalf("dropped although the clock should have started over: %d calls", calls)
 	}
 
-	p.checkDropped(members, start.Add(2100*time.Millisecond))
-	p.checkDropped(members, start.Add(5*time.Second))
+	// A stale record that leaves this member out is the last word of a peer
+	// that may be gone: it does not count, however long it stays.
+	stale := map[string]seenMember{"me": peer("me", 1950*time.Millisecond), "a": peer("a", 1400*time.Millisecond, "a")}
+	p.checkDropped(stale, start.Add(1950*time.Millisecond))
+	p.checkDropped(stale, start.Add(4*time.Second))
+	if calls != 0 {
+		t.Fatalf("dropped by a stale record: %d calls", calls)
+	}
+
+	// One fresh peer leaving it out past the TTL is enough, although the
+	// other still lists it.
+	p.checkDropped(leaving(4100*time.Millisecond), start.Add(4100*time.Millisecond))
+	p.checkDropped(leaving(5*time.Second), start.Add(5*time.Second))
+	if calls != 0 {
+		t.Fatalf("dropped before the TTL passed since the peer left it out: %d calls", calls)
+	}
+	p.checkDropped(leaving(5200*time.Millisecond), start.Add(5200*time.Millisecond))
+	p.checkDropped(leaving(6*time.Second), start.Add(6*time.Second))
 	if calls != 1 {
-		t.Fatalf("onDropped called %d times after every peer left this member out past the TTL, want 1", calls)
+		t.Fatalf("onDropped called %d times after a peer left this member out past the TTL, want 1", calls)
+	}
+}
+
+// TestListsLeavesSelfOutOfPlacement checks that a member that a fresh peer
+// leaves out places no shard on itself, yet still counts itself as a member.
+func TestListsLeavesSelfOutOfPlacement(t *testing.T) {
+	p := &natsMembership{heartbeat: 100 * time.Millisecond, ttl: time.Second, log: testLogger()}
+	p.self = memberRecord{ID: "me"}
+	now := time.Now()
+	record := func(id string, seen time.Time, sees ...string) seenMember {
+		return seenMember{record: memberRecord{ID: id, Sees: sees}, seen: seen}
+	}
+	ids := func(members []*cluster.Member) []string {
+		var out []string
+		for _, m := range members {
+			out = append(out, m.Id)
+		}
+		slices.Sort(out)
+		return out
+	}
+
+	for _, tc := range []struct {
+		name          string
+		members       map[string]seenMember
+		wantPlacement []string
+		wantLeftOut   bool
+	}{
+		{"every peer lists it", map[string]seenMember{"me": record("me", now), "a": record("a", now, "a", "me")}, []string{"a", "me"}, false},
+		{"a peer without a list yet", map[string]seenMember{"me": record("me", now), "a": record("a", now)}, []string{"a", "me"}, false},
+		{"a fresh peer leaves it out", map[string]seenMember{"me": record("me", now), "a": record("a", now, "a", "me"), "b": record("b", now, "a", "b")}, []string{"a", "b"}, true},
+		{"a stale peer leaves it out", map[string]seenMember{"me": record("me", now), "a": record("a", now.Add(-time.Second), "a")}, []string{"a", "me"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			list, placement, all, leftOut := p.lists(tc.members, now)
+			if leftOut != tc.wantLeftOut {
+				t.Errorf("left out = %t, want %t", leftOut, tc.wantLeftOut)
+			}
+			if got := ids(placement); !slices.Equal(got, tc.wantPlacement) {
+				t.Errorf("placement %v, want %v", got, tc.wantPlacement)
+			}
+			if got := ids(list); !slices.Equal(got, all) || !slices.Contains(all, "me") {
+				t.Errorf("member list %v, ids %v; want both with this member", got, all)
+			}
+		})
 	}
 }
 
