@@ -346,6 +346,7 @@ func TestClusterNATSServerSIGKILL(t *testing.T) {
 	c.nats.Kill(1)
 
 	if err := <-done; err != nil {
+		c.logState(voters)
 		t.Fatal(err)
 	}
 	t.Logf("SIGKILL of NATS server 1 with %d of %d voters settled; the rest settled %s later", before, n, time.Since(killedAt).Round(time.Millisecond))
@@ -522,11 +523,11 @@ func TestClusterFrozenHubComesBack(t *testing.T) {
 // exits with an error. Every voter ends counted exactly once.
 func TestClusterHubCutFromNATS(t *testing.T) {
 	nats := natstest.Start(t, 3)
-	proxies := make([]*cutProxy, nats.Len())
+	proxies := make([]*natstest.Proxy, nats.Len())
 	proxied := make([]string, nats.Len())
 	for i := range proxies {
-		proxies[i] = startCutProxy(t, strings.TrimPrefix(nats.URL(i), "nats://"))
-		proxied[i] = "nats://" + proxies[i].addr()
+		proxies[i] = natstest.StartProxy(t, strings.TrimPrefix(nats.URL(i), "nats://"))
+		proxied[i] = "nats://" + proxies[i].Addr()
 	}
 	c := startHubs(t, nats, []string{nats.URLs(), nats.URLs(), strings.Join(proxied, ",")})
 	ev, poll := c.openPoll()
@@ -551,7 +552,7 @@ func TestClusterHubCutFromNATS(t *testing.T) {
 	cutAt := time.Now()
 	before := settledCount(voters)
 	for _, p := range proxies {
-		p.cut()
+		p.Cut()
 	}
 
 	for i := range 2 {
@@ -570,7 +571,7 @@ func TestClusterHubCutFromNATS(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	settledDuringCut := settledCount(voters) - before
 	for _, p := range proxies {
-		p.heal()
+		p.Heal()
 	}
 	healedAt := time.Now()
 
@@ -592,6 +593,115 @@ func TestClusterHubCutFromNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.checkFinal(ev, poll, n, []int{0, 1})
+}
+
+// TestClusterNATSServerFallsSilent makes the NATS server with the most hub
+// connections fall silent to the hubs during a surge, as when it freezes or
+// a cut leaves it reachable only by the other servers: the connections stay
+// open but carry nothing, and the NATS cluster itself keeps its quorum. The
+// hubs on that server must notice through their pings and move to another
+// one. Every voter ends counted once.
+func TestClusterNATSServerFallsSilent(t *testing.T) {
+	nats := natstest.Start(t, 3)
+	proxies := make([]*natstest.Proxy, nats.Len())
+	proxied := make([]string, nats.Len())
+	for i := range proxies {
+		proxies[i] = natstest.StartProxy(t, strings.TrimPrefix(nats.URL(i), "nats://"))
+		proxied[i] = "nats://" + proxies[i].Addr()
+	}
+	urls := strings.Join(proxied, ",")
+	c := startHubs(t, nats, []string{urls, urls, urls})
+	ev, poll := c.openPoll()
+
+	const n = 1500
+	voters := c.voters(n, poll)
+	bases := c.bases()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+
+	// A hub that exits, dropped by the others, loses its voters to the
+	// next hub that still answers, as a client would move to another
+	// address.
+	gone := make([]atomic.Bool, len(c.hubs))
+	monitorDone := make(chan struct{})
+	go func() {
+		defer close(monitorDone)
+		for ctx.Err() == nil {
+			for i, h := range c.hubs {
+				if !gone[i].Load() && metricValue(t, h, "livevote_cluster_members") < 0 {
+					gone[i].Store(true)
+					bases[i].Store(c.hubs[(i+1)%len(c.hubs)].base)
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+
+	done := make(chan error, 1)
+	go func() { done <- runVoters(ctx, voters, bases, poll.ID) }()
+
+	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
+		return settledCount(voters) >= n/3
+	})
+	silent := 0
+	for i, p := range proxies {
+		if p.Links() > proxies[silent].Links() {
+			silent = i
+		}
+	}
+	onSilent := proxies[silent].Links()
+	silentAt := time.Now()
+	before := settledCount(voters)
+	proxies[silent].Cut()
+
+	err := <-done
+	settled := time.Since(silentAt)
+	cancel()
+	<-monitorDone
+	if err != nil {
+		c.logState(voters)
+		t.Fatalf("%v (%d of %d voters settled)", err, settledCount(voters), n)
+	}
+
+	var live []int
+	for i := range c.hubs {
+		if !gone[i].Load() {
+			live = append(live, i)
+		}
+	}
+	t.Logf("NATS server %d fell silent to its %d hub connections with %d of %d voters settled; the rest settled %s later; %d of %d hubs still run",
+		silent, onSilent, before, n, settled.Round(time.Millisecond), len(live), len(c.hubs))
+	if len(live) == 0 {
+		t.Fatal("no hub runs after the server fell silent")
+	}
+
+	c.checkFinal(ev, poll, n, live)
+}
+
+// logState logs, for a failed test, how many voters of each hub are not
+// settled and the shard rows of each hub's dashboard.
+func (c *testCluster) logState(voters []*retryingVoter) {
+	waiting := make([]int, len(c.hubs))
+	for i, v := range voters {
+		if !v.settled.Load() {
+			waiting[i%len(c.hubs)]++
+		}
+	}
+	for i, h := range c.hubs {
+		r, err := http.Get(h.base + "/api/dashboard")
+		if err != nil {
+			c.t.Logf("hub %d: %d voters waiting; dashboard: %v", i, waiting[i], err)
+			continue
+		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		var dash struct {
+			Shards  json.RawMessage `json:"shards"`
+			Cluster json.RawMessage `json:"cluster"`
+		}
+		_ = json.Unmarshal(body, &dash)
+		c.t.Logf("hub %d: %d voters waiting; cluster %s; shards %s", i, waiting[i], dash.Cluster, dash.Shards)
+	}
 }
 
 // postClose sends a presenter's close request and returns a transport error

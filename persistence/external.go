@@ -12,13 +12,27 @@ import (
 // reconnectWait is the pause between reconnect attempts to external servers.
 const reconnectWait = 2 * time.Second
 
+// A connection to an external server sends a ping every pingInterval and
+// counts as dead once more than maxPingsOut pings wait for an answer, that
+// is 2 to 3 s after the server fell silent. It then reconnects to another
+// server. nats.go's defaults (2 min, 2) would leave a hub whose server froze
+// or became unreachable without a store for about 6 minutes; in cluster
+// mode the others drop such a hub after the member TTL (5 s), so the hub
+// must find another server within that time.
+const (
+	pingInterval = time.Second
+	maxPingsOut  = 2
+)
+
 // connectExternal connects to the servers in cfg.NatsURL. Once connected, the
 // connection reconnects without limit, every 2 s, and logs each disconnect
-// and reconnect. The first connect is not retried, so a wrong URL fails Open.
+// and reconnect. A server that stops answering pings counts as lost. The first connect is not retried, so a wrong URL fails Open.
 func (s *Store) connectExternal() error {
 	opts := s.connOptions(
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(reconnectWait),
+		nats.PingInterval(pingInterval),
+		nats.MaxPingsOutstanding(maxPingsOut),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			s.log.Warn("NATS disconnected", "err", err)
 		}),
