@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/cluster"
@@ -88,7 +89,7 @@ func (p *natsMembership) StartMember(c *cluster.Cluster) error {
 
 	p.cancel = cancel
 	p.done = make(chan struct{})
-	go p.run(ctx, c, value)
+	go p.run(ctx, c)
 
 	return nil
 }
@@ -138,10 +139,18 @@ type seenMember struct {
 }
 
 // run puts the heartbeat and applies the watched records until ctx ends.
-// It starts a new watcher when the connection reconnects, because a watcher
-// whose server went away recovers only after about 20 s.
-func (p *natsMembership) run(ctx context.Context, c *cluster.Cluster, value []byte) {
+// The heartbeat has a goroutine of its own, so that it goes on while the
+// watch is restarted: creating a watcher can take seconds while JetStream
+// elects a new leader, and a member silent for the member TTL is dropped.
+// The watch starts a new watcher when the connection reconnects, because a
+// watcher whose server went away recovers only after about 20 s.
+func (p *natsMembership) run(ctx context.Context, c *cluster.Cluster) {
 	defer close(p.done)
+
+	var sees atomic.Pointer[[]string] // the ids last published, sent with each heartbeat
+	var wg sync.WaitGroup
+	wg.Go(func() { p.beat(ctx, &sees) })
+	defer wg.Wait()
 
 	reconnected := p.nc.StatusChanged(nats.CONNECTED)
 	defer p.nc.RemoveStatusListener(reconnected)
@@ -162,17 +171,51 @@ func (p *natsMembership) run(ctx context.Context, c *cluster.Cluster, value []by
 			}
 			continue
 		}
-		last = p.follow(ctx, c, watcher, reconnected, ticker, value, members, last)
+		last = p.follow(ctx, c, watcher, reconnected, ticker, members, last, &sees)
 		cancel()
 		_ = watcher.Stop()
 	}
 }
 
+// beat puts this member's record every heartbeat until ctx ends, with the
+// ids that sees holds.
+func (p *natsMembership) beat(ctx context.Context, sees *atomic.Pointer[[]string]) {
+	ticker := time.NewTicker(p.heartbeat)
+	defer ticker.Stop()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+
+		rec := p.self
+		if ids := sees.Load(); ids != nil {
+			rec.Sees = *ids
+		}
+		value, _ := json.Marshal(rec) // a record of strings always encodes
+		hctx, cancel := context.WithTimeout(ctx, p.heartbeat)
+		_, err := p.kv.Put(hctx, p.key(), value)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn("cluster heartbeat failed", "member", p.self.ID, "error", err)
+		}
+	}
+}
+
 // follow runs one watcher until ctx ends, the watcher closes or the
-// connection reconnects, and returns the ids last published.
+// connection reconnects, and returns the ids last published, which it also
+// stores in sees for the heartbeat.
 func (p *natsMembership) follow(ctx context.Context, c *cluster.Cluster, watcher jetstream.KeyWatcher,
-	reconnected <-chan nats.Status, ticker *time.Ticker, value []byte, members map[string]seenMember, last []string) []string {
+	reconnected <-chan nats.Status, ticker *time.Ticker, members map[string]seenMember, last []string,
+	sees *atomic.Pointer[[]string]) []string {
 	initial := true
+	publish := func() {
+		last = p.publish(c, members, last)
+		ids := last
+		sees.Store(&ids)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -186,25 +229,16 @@ func (p *natsMembership) follow(ctx context.Context, c *cluster.Cluster, watcher
 			}
 			if entry == nil {
 				initial = false
-				last = p.publish(c, members, last)
+				publish()
 				continue
 			}
 			p.apply(members, entry, initial)
 			if !initial {
-				last = p.publish(c, members, last)
+				publish()
 			}
 		case <-ticker.C:
-			rec := p.self
-			rec.Sees = last
-			value, _ = json.Marshal(rec) // a record of strings always encodes
-			hctx, cancel := context.WithTimeout(ctx, p.heartbeat)
-			_, err := p.kv.Put(hctx, p.key(), value)
-			cancel()
-			if err != nil && ctx.Err() == nil {
-				p.log.Warn("cluster heartbeat failed", "member", p.self.ID, "error", err)
-			}
 			if !initial {
-				last = p.publish(c, members, last)
+				publish()
 			}
 		}
 	}

@@ -1,7 +1,10 @@
 package actors
 
 import (
+	"context"
+	"encoding/json"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,5 +158,52 @@ func TestPruneGivesPeersATTLAfterAnOutage(t *testing.T) {
 	tick(back.Add(1100 * time.Millisecond))
 	if _, ok := members["a"]; ok || !p.removed["a"] {
 		t.Fatal("the peer silent for a TTL after the outage was kept")
+	}
+}
+
+// TestBeatPutsRecordWithoutWatch runs the heartbeat alone, with no watch of
+// the bucket, as while a watch is being restarted: the record keeps being
+// put, with the ids of the last published list.
+func TestBeatPutsRecordWithoutWatch(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	kv, err := store.Members(t.Context())
+	if err != nil {
+		t.Fatalf("members bucket: %v", err)
+	}
+	p := &natsMembership{kv: kv, heartbeat: 50 * time.Millisecond, ttl: time.Second, log: testLogger()}
+	p.self = memberRecord{Cluster: "c", ID: "me", Host: "127.0.0.1", Port: 1}
+
+	var sees atomic.Pointer[[]string]
+	ids := []string{"a", "me"}
+	sees.Store(&ids)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.beat(ctx, &sees)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	var revisions []uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for len(revisions) < 3 && time.Now().Before(deadline) {
+		entry, err := kv.Get(t.Context(), "member.me")
+		if err == nil && (len(revisions) == 0 || entry.Revision() > revisions[len(revisions)-1]) {
+			revisions = append(revisions, entry.Revision())
+			var rec memberRecord
+			if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+				t.Fatalf("decode record: %v", err)
+			}
+			if !slices.Equal(rec.Sees, ids) {
+				t.Errorf("record sees %v, want %v", rec.Sees, ids)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(revisions) < 3 {
+		t.Fatalf("the record was put %d times in 10 s, want a put every 50 ms", len(revisions))
 	}
 }
