@@ -22,8 +22,9 @@ const (
 )
 
 // DefaultTimeout is the time limit that a Store call applies when its context
-// has no deadline. Replay applies it to each wait for the next message instead
-// of to the whole replay.
+// has no deadline. Replays and the reads and writes of a shard's recovery
+// apply it to each request and each wait for the next message, whatever the
+// context's deadline, instead of to the whole call.
 const DefaultTimeout = 5 * time.Second
 
 // startTimeout is the time limit for the embedded server to become ready
@@ -103,6 +104,15 @@ func (cfg Config) normalize() (Config, error) {
 	}
 
 	return cfg, nil
+}
+
+// requestTimeout returns ctx limited to DefaultTimeout, or to its own
+// deadline when that comes first. It bounds one request or one wait inside a
+// call whose context may allow minutes, such as a shard's recovery: a reply
+// lost while the connection reconnected would otherwise hold the caller
+// until that whole deadline.
+func requestTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, DefaultTimeout)
 }
 
 // withTimeout returns ctx limited to DefaultTimeout when it has no deadline.

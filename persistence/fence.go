@@ -88,7 +88,7 @@ func (s *Store) LastShardSeq(ctx context.Context, shard int) (uint64, error) {
 		return 0, fmt.Errorf("%w: shard %d is outside [0, %d)", ErrInvalidArgument, shard, MaxShards)
 	}
 
-	ctx, cancel := withTimeout(ctx)
+	ctx, cancel := requestTimeout(ctx)
 	defer cancel()
 
 	msg, err := s.votes.GetLastMsgForSubject(ctx, ShardSubject(shard))
@@ -157,7 +157,7 @@ func (s *Store) AppendFenced(ctx context.Context, b Batch, expect uint64) (uint6
 // publishFenced publishes data on subject with the expected last subject
 // sequence and maps JetStream's refusal to ErrFenced.
 func (s *Store) publishFenced(ctx context.Context, subject string, data []byte, expect uint64) (uint64, error) {
-	ctx, cancel := withTimeout(ctx)
+	ctx, cancel := requestTimeout(ctx)
 	defer cancel()
 
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
@@ -223,8 +223,9 @@ type ShardReplay struct {
 // subjects are not read. It also reports the shard's claims and the
 // sequence of the last message on its subject. It returns once it read the
 // messages that matched when it began. A message that does not decode stops the
-// replay with an error wrapping ErrCorruptBatch. When ctx has no deadline,
-// each wait for the next message gives up after DefaultTimeout.
+// replay with an error wrapping ErrCorruptBatch. Each request and each wait
+// for the next message gives up after DefaultTimeout, or sooner when ctx
+// ends.
 func (s *Store) ReplayShard(ctx context.Context, shard int, afterSeq uint64,
 	fn func(seq uint64, b Batch) error) (ShardReplay, error) {
 	out := ShardReplay{Last: afterSeq}
@@ -238,19 +239,23 @@ func (s *Store) ReplayShard(ctx context.Context, shard int, afterSeq uint64,
 		return out, err
 	}
 
-	consumer, err := s.votes.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cctx, cancel := requestTimeout(ctx)
+	consumer, err := s.votes.OrderedConsumer(cctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{VoteSubject, subject},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       afterSeq + 1,
 		InactiveThreshold: replayInactiveThreshold,
 	})
+	cancel()
 	if err != nil {
 		return out, fmt.Errorf("replay shard %d: create ordered consumer: %w", shard, err)
 	}
 
 	// A filtered consumer that matches nothing after afterSeq never
 	// delivers, so check the pending count before the first wait.
-	info, err := consumer.Info(ctx)
+	ictx, cancel := requestTimeout(ctx)
+	info, err := consumer.Info(ictx)
+	cancel()
 	if err != nil {
 		return out, fmt.Errorf("replay shard %d: read consumer info: %w", shard, err)
 	}
@@ -283,7 +288,7 @@ func (s *Store) ReplayShard(ctx context.Context, shard int, afterSeq uint64,
 // still pending.
 func (s *Store) replayShardNext(ctx context.Context, iter jetstream.MessagesContext, shard int, subject string,
 	out *ShardReplay, fn func(seq uint64, b Batch) error) (uint64, error) {
-	waitCtx, cancel := withTimeout(ctx)
+	waitCtx, cancel := requestTimeout(ctx)
 	msg, err := iter.Next(jetstream.NextContext(waitCtx))
 	cancel()
 	if err != nil {

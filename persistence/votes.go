@@ -96,8 +96,8 @@ func (s *Store) AppendBatch(ctx context.Context, b Batch) (seq uint64, err error
 // replay may or may not be delivered. The first error of fn stops the replay and is returned with
 // the count and last sequence of the batches before it. A stored message
 // that does not decode stops the replay with an error wrapping
-// ErrCorruptBatch. When ctx has no deadline, each wait for the next message
-// gives up after DefaultTimeout.
+// ErrCorruptBatch. Each request and each wait for the next message gives up
+// after DefaultTimeout, or sooner when ctx ends.
 func (s *Store) Replay(ctx context.Context, shard int, afterSeq uint64,
 	fn func(seq uint64, b Batch) error) (n int, last uint64, err error) {
 	if shard < 0 || shard >= MaxShards {
@@ -134,8 +134,8 @@ func (s *Store) Replay(ctx context.Context, shard int, afterSeq uint64,
 // delivered the stream's last message as of its start, so messages appended
 // during the replay may or may not be delivered. The first error of fn stops the replay
 // and is returned. A stored message that does not decode stops the replay
-// with an error wrapping ErrCorruptBatch. When ctx has no deadline, each
-// wait for the next message gives up after DefaultTimeout.
+// with an error wrapping ErrCorruptBatch. Each request and each wait for
+// the next message gives up after DefaultTimeout, or sooner when ctx ends.
 func (s *Store) ReplayAll(ctx context.Context, afterSeq uint64,
 	fn func(seq uint64, b Batch) error) (messages int, last uint64, err error) {
 	lastSeq, err := s.lastSequence(ctx)
@@ -157,7 +157,7 @@ func (s *Store) ReplayAll(ctx context.Context, afterSeq uint64,
 // lastSequence returns the sequence of the last message in the vote
 // stream, or 0 when it is empty.
 func (s *Store) lastSequence(ctx context.Context) (uint64, error) {
-	ctx, cancel := withTimeout(ctx)
+	ctx, cancel := requestTimeout(ctx)
 	defer cancel()
 
 	info, err := s.votes.Info(ctx)
@@ -179,11 +179,13 @@ func (s *Store) replayFrom(ctx context.Context, afterSeq, untilSeq uint64,
 	fn func(seq uint64, b Batch) error) (n int, last uint64, err error) {
 	last = afterSeq
 
-	consumer, err := s.votes.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cctx, cancel := requestTimeout(ctx)
+	consumer, err := s.votes.OrderedConsumer(cctx, jetstream.OrderedConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       afterSeq + 1,
 		InactiveThreshold: replayInactiveThreshold,
 	})
+	cancel()
 	if err != nil {
 		return 0, last, fmt.Errorf("create ordered consumer: %w", err)
 	}
@@ -213,7 +215,7 @@ func (s *Store) replayFrom(ctx context.Context, afterSeq, untilSeq uint64,
 // pending on the consumer.
 func (s *Store) replayNext(ctx context.Context, iter jetstream.MessagesContext,
 	fn func(seq uint64, b Batch) error) (seq, pending uint64, err error) {
-	waitCtx, cancel := withTimeout(ctx)
+	waitCtx, cancel := requestTimeout(ctx)
 	msg, err := iter.Next(jetstream.NextContext(waitCtx))
 	cancel()
 	if err != nil {
