@@ -46,7 +46,7 @@ type natsMembership struct {
 	onMembers func(cluster.Members) // receives each new member list before the cluster does
 	onDropped func()                // called once when the others dropped this member
 
-	droppedSince time.Time // since when every peer leaves this member out
+	droppedSince time.Time // since when a fresh peer has left this member out
 	dropped      bool
 	removed      map[string]bool // members taken off the list, which never return
 	wasCutOff    bool            // this member's own heartbeats were not coming back
