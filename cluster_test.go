@@ -354,6 +354,60 @@ func TestClusterNATSServerSIGKILL(t *testing.T) {
 	c.checkFinal(ev, poll, n, []int{0, 1, 2})
 }
 
+// TestClusterQuorumLossDropsNoHub stops two of the three NATS servers during
+// a surge for longer than the member TTL and then starts them again.
+// JetStream stores nothing meanwhile, so every hub's heartbeats fail along
+// with the votes; once quorum returns, no hub may take the others' silence
+// for a crash. All three hubs still run at the end, each lists all three,
+// and every voter counts once.
+func TestClusterQuorumLossDropsNoHub(t *testing.T) {
+	c := startCluster(t)
+	ev, poll := c.openPoll()
+
+	const n = 900
+	voters := c.voters(n, poll)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	done := make(chan error, 1)
+	go func() { done <- runVoters(ctx, voters, c.bases(), poll.ID) }()
+
+	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
+		return settledCount(voters) >= n/3
+	})
+	c.nats.Kill(1)
+	c.nats.Kill(2)
+	lostAt := time.Now()
+	// Answers to appends that reached quorum before the second kill may
+	// still be on their way for a moment. After that, no vote can be stored,
+	// so none may be acknowledged.
+	time.Sleep(time.Second)
+	before := settledCount(voters)
+	time.Sleep(actors.DefaultMemberTTL + 2*time.Second)
+	if during := settledCount(voters) - before; during != 0 {
+		t.Errorf("%d votes acknowledged while two of three NATS servers were down", during)
+	}
+
+	c.nats.Restart(1)
+	back := time.Since(lostAt)
+	c.nats.Restart(2)
+
+	if err := <-done; err != nil {
+		c.logState(voters)
+		t.Fatal(err)
+	}
+	t.Logf("quorum lost with %d of %d voters settled; quorum back %s after the loss, every voter settled %s after it",
+		before, n, back.Round(time.Millisecond), time.Since(lostAt).Round(time.Millisecond))
+
+	for i, h := range c.hubs {
+		waitUntil(t, fmt.Sprintf("hub %d runs and lists 3 members", i), 20*time.Second, func() bool {
+			return metricValue(t, h, "livevote_cluster_members") == 3
+		})
+	}
+
+	c.checkFinal(ev, poll, n, []int{0, 1, 2})
+}
+
 func settledCount(voters []*retryingVoter) int {
 	n := 0
 	for _, v := range voters {

@@ -37,7 +37,8 @@ func freeAddr(t *testing.T) string {
 
 // retryingVoter sends one vote until it gets an answer that settles it: accepted or
 // duplicate. Connection errors, timeouts and overloaded answers leave it unknown and
-// it retries with the same vote id, as a real client must.
+// it retries with the same vote id, as a real client must; a rate_limited answer
+// makes it wait the time that the answer gives first.
 type retryingVoter struct {
 	session, voteID, option string
 	settled                 atomic.Bool
@@ -60,6 +61,19 @@ func (v *retryingVoter) run(ctx context.Context, client *http.Client, base *atom
 				v.settled.Store(true)
 				return nil
 			case http.StatusServiceUnavailable:
+			case http.StatusTooManyRequests:
+				// Fast retries of 503 answers can use up the session's vote
+				// rate; a client waits as long as the answer says.
+				var e struct {
+					Error struct {
+						RetryAfterMs int `json:"retry_after_ms"`
+					} `json:"error"`
+				}
+				wait := time.Second
+				if json.Unmarshal(data, &e) == nil && e.Error.RetryAfterMs > 0 {
+					wait = time.Duration(e.Error.RetryAfterMs) * time.Millisecond
+				}
+				time.Sleep(wait)
 			default:
 				return fmt.Errorf("vote %s answered %d: %s", v.voteID, resp.StatusCode, data)
 			}

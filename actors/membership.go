@@ -171,6 +171,10 @@ func (p *natsMembership) run(ctx context.Context, c *cluster.Cluster) {
 			}
 			continue
 		}
+		// Without a watch this member saw no heartbeat, its own included,
+		// so the time since the last watch counts as an outage: once its own
+		// heartbeat shows up again, every peer gets a full TTL (see prune).
+		p.wasCutOff = true
 		last = p.follow(ctx, c, watcher, reconnected, ticker, members, last, &sees)
 		cancel()
 		_ = watcher.Stop()
