@@ -760,3 +760,64 @@ func TestClusterConcurrentCreatesAgree(t *testing.T) {
 		t.Errorf("poll order after Load differs from the watched order:\nLoad %v\nA    %v", loaded, onA)
 	}
 }
+
+// TestClusterJoinCodesStayUnique makes two hubs draw the same join codes
+// before either knows the other's events: the second hub's first code is
+// reserved already, so it draws again, and the events end with two codes.
+func TestClusterJoinCodesStayUnique(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	store := openClusterStore(t)
+	a := startClusterNode(t, "hub A", store)
+	b := startClusterNode(t, "hub B", store)
+
+	first, second := NewJoinCode(), NewJoinCode()
+	for first == second {
+		second = NewJoinCode()
+	}
+	for _, n := range []*clusterNode{a, b} {
+		codes := []string{first, second}
+		n.hub.Registry().newJoinCode = func() string {
+			code := codes[0]
+			if len(codes) > 1 {
+				codes = codes[1:]
+			}
+			return code
+		}
+	}
+
+	onA, _, err := a.hub.Registry().CreateEvent(ctx, "On A")
+	if err != nil {
+		t.Fatalf("CreateEvent on A: %v", err)
+	}
+	onB, _, err := b.hub.Registry().CreateEvent(ctx, "On B")
+	if err != nil {
+		t.Fatalf("CreateEvent on B: %v", err)
+	}
+	if onA.Code != first {
+		t.Errorf("A's event has code %s, want the first drawn, %s", onA.Code, first)
+	}
+	if onB.Code != second {
+		t.Errorf("B's event has code %s, want %s: %s was reserved by A", onB.Code, second, first)
+	}
+
+	reserved, err := store.GetCatalog(ctx, joinCodeKeyPrefix+first)
+	if err != nil {
+		t.Fatalf("GetCatalog(code.%s): %v", first, err)
+	}
+	if string(reserved) != onA.ID {
+		t.Errorf("code.%s holds %q, want A's event id %s", first, reserved, onA.ID)
+	}
+
+	a.startWatch(t)
+	b.startWatch(t)
+	syncWatches(t, store, a, b)
+	for _, n := range []*clusterNode{a, b} {
+		for _, want := range []Event{onA, onB} {
+			got, err := n.hub.Registry().EventByCode(want.Code)
+			if err != nil || got.ID != want.ID {
+				t.Errorf("%s: code %s finds %s (%v), want event %s", n.name, want.Code, got.ID, err, want.ID)
+			}
+		}
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/livevote/livevote/persistence"
 )
 
 // Catalog stores the registry's events and polls as JSON values under keys of
@@ -23,14 +25,21 @@ type Catalog interface {
 	// returns once the value is durable. It returns the value's revision,
 	// which is higher than the revision of every earlier put to the catalog.
 	PutCatalog(ctx context.Context, key string, value []byte) (uint64, error)
+	// CreateCatalog stores value under key only when the key has no value
+	// yet, across every process that shares the catalog. When it has one, it
+	// stores nothing and returns an error wrapping persistence.ErrExists.
+	CreateCatalog(ctx context.Context, key string, value []byte) (uint64, error)
 	// ListCatalog returns every key that starts with prefix, with its value.
 	ListCatalog(ctx context.Context, prefix string) (map[string][]byte, error)
 }
 
-// Catalog key prefixes of the registry's records.
+// Catalog key prefixes of the registry's records. A "code.<join code>" key
+// holds the id of the event that reserved the code; the registry writes it
+// before the event and never reads it back.
 const (
-	eventKeyPrefix = "event."
-	pollKeyPrefix  = "poll."
+	eventKeyPrefix    = "event."
+	pollKeyPrefix     = "poll."
+	joinCodeKeyPrefix = "code."
 )
 
 // maxJoinCodeAttempts bounds the draws of a fresh join code when the first
@@ -162,14 +171,15 @@ func (r *Registry) CreateEvent(ctx context.Context, title string) (Event, string
 	}
 	defer r.unlockWrites()
 
-	code, err := r.unusedJoinCode()
+	id := uuid.NewString()
+	code, err := r.reserveJoinCode(ctx, id)
 	if err != nil {
 		return Event{}, "", err
 	}
 
 	token := NewSecretToken()
 	stored := storedEvent{
-		ID:        uuid.NewString(),
+		ID:        id,
 		Code:      code,
 		Title:     title,
 		CreatedAt: r.now(),
@@ -193,23 +203,59 @@ func (r *Registry) CreateEvent(ctx context.Context, title string) (Event, string
 	return eventOf(stored, nil), token, nil
 }
 
-// unusedJoinCode returns a join code no event uses. The caller holds writes,
-// so no other event can take the code before it is stored.
+// reserveJoinCode returns a join code that no event uses, reserved for the
+// event id in the catalog. The caller holds writes, so no other event of
+// this registry can take the code before it is stored. The reservation is a
+// create-only write, so of several hubs that share the catalog and draw the
+// same code at once, only one gets it and the others draw again.
 //
-// NOTE: uniqueness holds within one process. Hubs that share a catalog need a
-// create-only write of the code (compare-and-set) to keep codes unique.
-func (r *Registry) unusedJoinCode() (string, error) {
+// NOTE: events stored before join codes were reserved have no reservation.
+// This registry still avoids their codes, because it knows every event in
+// the catalog, but another hub could reserve such a code in the moment
+// before its watch delivers the event.
+func (r *Registry) reserveJoinCode(ctx context.Context, eventID string) (string, error) {
+	taken := make(map[string]bool)
+	for range maxJoinCodeAttempts {
+		code, ok := r.unusedJoinCode(taken)
+		if !ok {
+			continue
+		}
+		if r.catalog == nil {
+			return code, nil
+		}
+
+		_, err := r.catalog.CreateCatalog(ctx, joinCodeKeyPrefix+code, []byte(eventID))
+		if errors.Is(err, persistence.ErrExists) {
+			r.logger.Info("join code reserved by another hub; drawing another", "code", code, "event", eventID)
+			taken[code] = true
+			continue
+		}
+		if err != nil {
+			r.logger.Error("join code reservation failed", "code", code, "event", eventID, "error", err)
+			return "", fmt.Errorf("%w: reserve join code %s: %w", ErrCatalog, code, err)
+		}
+
+		return code, nil
+	}
+
+	r.mu.RLock()
+	events := len(r.codes)
+	r.mu.RUnlock()
+
+	return "", fmt.Errorf("%w after %d attempts with %d events", ErrJoinCodesExhausted, maxJoinCodeAttempts, events)
+}
+
+// unusedJoinCode draws one join code and reports whether no event of this
+// registry uses it and it is not in taken.
+func (r *Registry) unusedJoinCode(taken map[string]bool) (string, bool) {
+	code := r.newJoinCode()
+
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 
-	for range maxJoinCodeAttempts {
-		code := r.newJoinCode()
-		if _, taken := r.codes[code]; !taken {
-			return code, nil
-		}
-	}
+	_, used := r.codes[code]
 
-	return "", fmt.Errorf("%w after %d attempts with %d events", ErrJoinCodesExhausted, maxJoinCodeAttempts, len(r.codes))
+	return code, !used && !taken[code]
 }
 
 // EventByCode returns the event with the join code, with its polls. The code

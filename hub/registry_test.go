@@ -10,12 +10,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/livevote/livevote/persistence"
 )
 
 // memoryCatalog is a map-backed Catalog for registry tests. Each put gets the
 // next revision, from 1, as in a JetStream bucket. putErr, when set, fails
-// every PutCatalog; block, when set, makes PutCatalog wait for it to close or
-// for ctx.
+// every write; block, when set, makes writes wait for it to close or for ctx.
+// CreateCatalog checks and writes in two steps, which is enough for tests
+// that write from one goroutine.
 type memoryCatalog struct {
 	mu       sync.Mutex
 	entries  map[string][]byte
@@ -51,6 +54,17 @@ func (c *memoryCatalog) PutCatalog(ctx context.Context, key string, value []byte
 	c.revision++
 
 	return c.revision, nil
+}
+
+func (c *memoryCatalog) CreateCatalog(ctx context.Context, key string, value []byte) (uint64, error) {
+	c.mu.Lock()
+	_, exists := c.entries[key]
+	c.mu.Unlock()
+	if exists {
+		return 0, fmt.Errorf("%w: %q", persistence.ErrExists, key)
+	}
+
+	return c.PutCatalog(ctx, key, value)
 }
 
 func (c *memoryCatalog) ListCatalog(_ context.Context, prefix string) (map[string][]byte, error) {

@@ -67,6 +67,31 @@ func (s *Store) PutCatalog(ctx context.Context, key string, value []byte) (uint6
 	return s.put(ctx, s.catalog, key, value)
 }
 
+// CreateCatalog stores value under key only when the key has no value yet,
+// and returns the revision like PutCatalog. When the key has one, it stores
+// nothing and returns an error wrapping ErrExists, however many writers
+// race, so the first writer owns the key. When ctx has no deadline, it gives
+// up after DefaultTimeout.
+func (s *Store) CreateCatalog(ctx context.Context, key string, value []byte) (uint64, error) {
+	err := ValidateKey(key)
+	if err != nil {
+		return 0, fmt.Errorf("create in %s: %w", s.catalog.Bucket(), err)
+	}
+
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+
+	revision, err := s.catalog.Create(ctx, key, value)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("%w: %q in %s", ErrExists, key, s.catalog.Bucket())
+	}
+	if err != nil {
+		return 0, fmt.Errorf("create %q in %s: %w", key, s.catalog.Bucket(), err)
+	}
+
+	return revision, nil
+}
+
 // GetCatalog returns the value under key, or an error wrapping ErrNotFound.
 func (s *Store) GetCatalog(ctx context.Context, key string) ([]byte, error) {
 	return s.get(ctx, s.catalog, key)

@@ -8,6 +8,10 @@ var (
 	// ErrNotFound reports a missing catalog record or results document.
 	ErrNotFound = errors.New("persistence: not found")
 
+	// ErrExists reports a catalog key that CreateCatalog did not store
+	// because the key already has a value.
+	ErrExists = errors.New("persistence: key exists")
+
 	// ErrStaleResults reports a results document that PutResults did not
 	// store because the stored one is as new or newer.
 	ErrStaleResults = errors.New("persistence: stale results document")
