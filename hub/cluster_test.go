@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/livevote/livevote/actors"
 	"github.com/livevote/livevote/persistence"
@@ -819,5 +820,87 @@ func TestClusterJoinCodesStayUnique(t *testing.T) {
 				t.Errorf("%s: code %s finds %s (%v), want event %s", n.name, want.Code, got.ID, err, want.ID)
 			}
 		}
+	}
+}
+
+// TestClusterStaleChangeRefused changes a poll on hub B from a copy that is
+// one revision behind, because hub A closed the poll and B has not seen it.
+// The change is refused with a retry hint instead of writing the open copy
+// over the close; once B has the closed poll, the same change goes through
+// and the catalog holds a closed poll with hidden results.
+func TestClusterStaleChangeRefused(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	store := openClusterStore(t)
+	a := startClusterNode(t, "hub A", store)
+	event, _, err := a.hub.Registry().CreateEvent(ctx, "Stale copies")
+	if err != nil {
+		t.Fatalf("CreateEvent on A: %v", err)
+	}
+	poll, err := a.hub.CreatePoll(ctx, event.ID, colorPoll())
+	if err != nil {
+		t.Fatalf("CreatePoll on A: %v", err)
+	}
+	_, err = a.hub.OpenPoll(ctx, poll.ID)
+	if err != nil {
+		t.Fatalf("OpenPoll on A: %v", err)
+	}
+
+	// B has no watch: it loads the catalog and is handed each change the way
+	// its watch would hand it over, with the value's revision.
+	b := startClusterNode(t, "hub B", store)
+	js, err := jetstream.New(store.Conn())
+	if err != nil {
+		t.Fatalf("JetStream context: %v", err)
+	}
+	catalog, err := js.KeyValue(ctx, persistence.CatalogBucket)
+	if err != nil {
+		t.Fatalf("catalog bucket: %v", err)
+	}
+	key := pollKeyPrefix + poll.ID
+	deliver := func() {
+		entry, err := catalog.Get(ctx, key)
+		if err != nil {
+			t.Fatalf("get %s: %v", key, err)
+		}
+		b.hub.ApplyCatalogChange(key, entry.Value(), entry.Revision())
+	}
+	deliver()
+
+	_, err = a.hub.ClosePoll(ctx, poll.ID)
+	if err != nil {
+		t.Fatalf("ClosePoll on A: %v", err)
+	}
+
+	_, err = b.hub.ShowResults(ctx, poll.ID, false)
+	e := AsError(err)
+	if e == nil || e.Code != CodeOverloaded || e.RetryAfter <= 0 {
+		t.Fatalf("hide results on B's stale copy: %v; want an overloaded error with a retry hint", err)
+	}
+	stored, err := store.GetCatalog(ctx, key)
+	if err != nil {
+		t.Fatalf("GetCatalog(%s): %v", key, err)
+	}
+	var inCatalog Poll
+	if err := json.Unmarshal(stored, &inCatalog); err != nil {
+		t.Fatalf("decode %s: %v", key, err)
+	}
+	if inCatalog.State != PollClosed || !inCatalog.ResultsVisible {
+		t.Errorf("catalog after the refused change: %s, results visible %t; want A's closed poll with visible results", inCatalog.State, inCatalog.ResultsVisible)
+	}
+
+	deliver()
+	_, err = b.hub.ShowResults(ctx, poll.ID, false)
+	if err != nil {
+		t.Fatalf("hide results on B after it has the close: %v", err)
+	}
+
+	reloaded := NewRegistry(store, nil)
+	if err := reloaded.Load(ctx); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	got, err := reloaded.Poll(poll.ID)
+	if err != nil || got.State != PollClosed || got.ResultsVisible {
+		t.Errorf("poll after Load: %s, results visible %t, %v; want closed with hidden results", got.State, got.ResultsVisible, err)
 	}
 }

@@ -185,15 +185,14 @@ func (r *Registry) ResultsVisible(id string) bool {
 }
 
 // changePoll applies change to a copy of the poll and, when change reports a
-// change, stores the copy in the catalog and then in memory.
+// change, stores the copy in the catalog and then in memory. The catalog
+// write is conditional on the revision of the copy (see update), so when
+// another hub changed the poll first, the change is refused until the watch
+// has brought that hub's version here, and is then made on it.
 //
-// NOTE: the catalog write is unconditional. When two hubs that share a
-// catalog change one poll at the same time, the later write replaces the
-// other. So a visibility change made from a copy that was still open can
-// overwrite another hub's close in the catalog. Watching hubs reject that
-// value, but a Load after a restart reads it. A write conditional on the
-// revision in r.revisions (a KV update with the expected last revision)
-// would reject the stale write instead.
+// NOTE: after Load the registry does not know the revisions of its values
+// until the catalog watch delivers them, and a change in that moment writes
+// unconditionally, as every write did before.
 func (r *Registry) changePoll(ctx context.Context, id string, change func(*Poll, time.Time) (bool, error)) (Poll, error) {
 	err := r.lockWrites(ctx)
 	if err != nil {
@@ -216,7 +215,11 @@ func (r *Registry) changePoll(ctx context.Context, id string, change func(*Poll,
 	}
 
 	key := pollKeyPrefix + id
-	revision, err := r.put(ctx, key, next)
+	r.mu.RLock()
+	held := r.revisions[key]
+	r.mu.RUnlock()
+
+	revision, err := r.update(ctx, key, next, held)
 	if err != nil {
 		return Poll{}, err
 	}

@@ -25,6 +25,10 @@ type Catalog interface {
 	// returns once the value is durable. It returns the value's revision,
 	// which is higher than the revision of every earlier put to the catalog.
 	PutCatalog(ctx context.Context, key string, value []byte) (uint64, error)
+	// UpdateCatalog stores value under key only when the key's latest value
+	// has revision. When another write came between, it stores nothing and
+	// returns an error wrapping persistence.ErrConflict.
+	UpdateCatalog(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 	// CreateCatalog stores value under key only when the key has no value
 	// yet, across every process that shares the catalog. When it has one, it
 	// stores nothing and returns an error wrapping persistence.ErrExists.
@@ -154,6 +158,44 @@ func (r *Registry) put(ctx context.Context, key string, value any) (uint64, erro
 	}
 
 	return revision, nil
+}
+
+// changedMeanwhileRetry is the retry hint of a change refused because
+// another hub changed the same record first. The watch of the catalog
+// usually brings that change within milliseconds.
+const changedMeanwhileRetry = 500 * time.Millisecond
+
+// update stores value as JSON under key like put, but only over the value
+// at revision, so that a change made from a stale copy cannot replace a
+// newer value that another hub stored. Revision 0 means that the registry
+// does not know the revision of its copy, as after Load; the write then
+// replaces any value. A refused write gets an *Error with CodeOverloaded,
+// which asks the client to send the change again.
+func (r *Registry) update(ctx context.Context, key string, value any, revision uint64) (uint64, error) {
+	if r.catalog == nil || revision == 0 {
+		return r.put(ctx, key, value)
+	}
+
+	encoded, err := json.Marshal(value)
+	if err != nil {
+		return 0, fmt.Errorf("hub: encode %s: %w", key, err)
+	}
+
+	next, err := r.catalog.UpdateCatalog(ctx, key, encoded, revision)
+	if errors.Is(err, persistence.ErrConflict) {
+		r.logger.Info("catalog record changed by another hub meanwhile; change refused", "key", key, "revision", revision)
+		e := Errorf(CodeOverloaded, "%s was changed on another hub at the same time; send the change again", strings.TrimPrefix(key, pollKeyPrefix))
+		e.RetryAfter = changedMeanwhileRetry
+
+		return 0, e
+	}
+	if err != nil {
+		r.logger.Error("catalog write failed", "key", key, "error", err)
+
+		return 0, fmt.Errorf("%w: update %s: %w", ErrCatalog, key, err)
+	}
+
+	return next, nil
 }
 
 // CreateEvent creates an event with a fresh join code and returns it with its

@@ -20,15 +20,16 @@ import (
 // CreateCatalog checks and writes in two steps, which is enough for tests
 // that write from one goroutine.
 type memoryCatalog struct {
-	mu       sync.Mutex
-	entries  map[string][]byte
-	revision uint64
-	putErr   error
-	block    chan struct{}
+	mu        sync.Mutex
+	entries   map[string][]byte
+	revisions map[string]uint64 // the revision of each key's value
+	revision  uint64
+	putErr    error
+	block     chan struct{}
 }
 
 func newMemoryCatalog() *memoryCatalog {
-	return &memoryCatalog{entries: make(map[string][]byte)}
+	return &memoryCatalog{entries: make(map[string][]byte), revisions: make(map[string]uint64)}
 }
 
 func (c *memoryCatalog) PutCatalog(ctx context.Context, key string, value []byte) (uint64, error) {
@@ -52,6 +53,7 @@ func (c *memoryCatalog) PutCatalog(ctx context.Context, key string, value []byte
 
 	c.entries[key] = append([]byte(nil), value...)
 	c.revision++
+	c.revisions[key] = c.revision
 
 	return c.revision, nil
 }
@@ -62,6 +64,17 @@ func (c *memoryCatalog) CreateCatalog(ctx context.Context, key string, value []b
 	c.mu.Unlock()
 	if exists {
 		return 0, fmt.Errorf("%w: %q", persistence.ErrExists, key)
+	}
+
+	return c.PutCatalog(ctx, key, value)
+}
+
+func (c *memoryCatalog) UpdateCatalog(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	c.mu.Lock()
+	last := c.revisions[key]
+	c.mu.Unlock()
+	if last != revision {
+		return 0, fmt.Errorf("%w: %q is at revision %d, not %d", persistence.ErrConflict, key, last, revision)
 	}
 
 	return c.PutCatalog(ctx, key, value)

@@ -92,6 +92,31 @@ func (s *Store) CreateCatalog(ctx context.Context, key string, value []byte) (ui
 	return revision, nil
 }
 
+// UpdateCatalog stores value under key only when the key's latest value
+// has revision, and returns the new revision. When another write came
+// between, it stores nothing and returns an error wrapping ErrConflict, so
+// a change made from a stale copy cannot replace a newer one. When ctx has
+// no deadline, it gives up after DefaultTimeout.
+func (s *Store) UpdateCatalog(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	err := ValidateKey(key)
+	if err != nil {
+		return 0, fmt.Errorf("update in %s: %w", s.catalog.Bucket(), err)
+	}
+
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+
+	next, err := s.catalog.Update(ctx, key, value, revision)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, fmt.Errorf("%w: %q in %s is past revision %d", ErrConflict, key, s.catalog.Bucket(), revision)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("update %q in %s: %w", key, s.catalog.Bucket(), err)
+	}
+
+	return next, nil
+}
+
 // GetCatalog returns the value under key, or an error wrapping ErrNotFound.
 func (s *Store) GetCatalog(ctx context.Context, key string) ([]byte, error) {
 	return s.get(ctx, s.catalog, key)

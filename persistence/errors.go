@@ -12,6 +12,10 @@ var (
 	// because the key already has a value.
 	ErrExists = errors.New("persistence: key exists")
 
+	// ErrConflict reports a catalog key that UpdateCatalog did not store
+	// because its value changed since the revision the caller read.
+	ErrConflict = errors.New("persistence: key changed since the revision read")
+
 	// ErrStaleResults reports a results document that PutResults did not
 	// store because the stored one is as new or newer.
 	ErrStaleResults = errors.New("persistence: stale results document")
