@@ -158,6 +158,32 @@ func runVoters(ctx context.Context, voters []*retryingVoter, bases []*atomic.Val
 	return firstErr
 }
 
+// startSurge runs every voter in the background, as runVoters does, and
+// returns once a third of them are settled, so that a fault injected next
+// hits the surge in its middle. The channel gets runVoters' result.
+func startSurge(ctx context.Context, t *testing.T, voters []*retryingVoter, bases []*atomic.Value, poll string) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- runVoters(ctx, voters, bases, poll) }()
+	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
+		return settledCount(voters) >= len(voters)/3
+	})
+	return done
+}
+
+// proxiedNATS starts a natstest.Proxy in front of each server of nats and
+// returns the proxies and a -nats-url value that names all of them.
+func proxiedNATS(t *testing.T, nats *natstest.Cluster) ([]*natstest.Proxy, string) {
+	t.Helper()
+	proxies := make([]*natstest.Proxy, nats.Len())
+	urls := make([]string, nats.Len())
+	for i := range proxies {
+		proxies[i] = natstest.StartProxy(t, strings.TrimPrefix(nats.URL(i), "nats://"))
+		urls[i] = "nats://" + proxies[i].Addr()
+	}
+	return proxies, strings.Join(urls, ",")
+}
+
 func (c *testCluster) bases() []*atomic.Value {
 	out := make([]*atomic.Value, len(c.hubs))
 	for i, h := range c.hubs {
@@ -286,12 +312,7 @@ func TestClusterHubSIGKILL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
-	done := make(chan error, 1)
-	go func() { done <- runVoters(ctx, voters, bases, poll.ID) }()
-
-	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
-		return settledCount(voters) >= n/3
-	})
+	done := startSurge(ctx, t, voters, bases, poll.ID)
 	held := metricValue(t, c.hubs[2], "livevote_cluster_local_shards")
 	killedAt := time.Now()
 	before := settledCount(voters)
@@ -335,12 +356,7 @@ func TestClusterNATSServerSIGKILL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
-	done := make(chan error, 1)
-	go func() { done <- runVoters(ctx, voters, c.bases(), poll.ID) }()
-
-	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
-		return settledCount(voters) >= n/3
-	})
+	done := startSurge(ctx, t, voters, c.bases(), poll.ID)
 	killedAt := time.Now()
 	before := settledCount(voters)
 	c.nats.Kill(1)
@@ -369,12 +385,7 @@ func TestClusterQuorumLossDropsNoHub(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
-	done := make(chan error, 1)
-	go func() { done <- runVoters(ctx, voters, c.bases(), poll.ID) }()
-
-	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
-		return settledCount(voters) >= n/3
-	})
+	done := startSurge(ctx, t, voters, c.bases(), poll.ID)
 	c.nats.Kill(1)
 	c.nats.Kill(2)
 	lostAt := time.Now()
@@ -577,13 +588,8 @@ func TestClusterFrozenHubComesBack(t *testing.T) {
 // exits with an error. Every voter ends counted exactly once.
 func TestClusterHubCutFromNATS(t *testing.T) {
 	nats := natstest.Start(t, 3)
-	proxies := make([]*natstest.Proxy, nats.Len())
-	proxied := make([]string, nats.Len())
-	for i := range proxies {
-		proxies[i] = natstest.StartProxy(t, strings.TrimPrefix(nats.URL(i), "nats://"))
-		proxied[i] = "nats://" + proxies[i].Addr()
-	}
-	c := startHubs(t, nats, []string{nats.URLs(), nats.URLs(), strings.Join(proxied, ",")})
+	proxies, proxied := proxiedNATS(t, nats)
+	c := startHubs(t, nats, []string{nats.URLs(), nats.URLs(), proxied})
 	ev, poll := c.openPoll()
 
 	const n = 1500
@@ -596,12 +602,7 @@ func TestClusterHubCutFromNATS(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- cutHub.cmd.Wait() }()
 
-	done := make(chan error, 1)
-	go func() { done <- runVoters(ctx, voters, bases, poll.ID) }()
-
-	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
-		return settledCount(voters) >= n/3
-	})
+	done := startSurge(ctx, t, voters, bases, poll.ID)
 	held := metricValue(t, cutHub, "livevote_cluster_local_shards")
 	cutAt := time.Now()
 	before := settledCount(voters)
@@ -657,13 +658,7 @@ func TestClusterHubCutFromNATS(t *testing.T) {
 // one. Every voter ends counted once.
 func TestClusterNATSServerFallsSilent(t *testing.T) {
 	nats := natstest.Start(t, 3)
-	proxies := make([]*natstest.Proxy, nats.Len())
-	proxied := make([]string, nats.Len())
-	for i := range proxies {
-		proxies[i] = natstest.StartProxy(t, strings.TrimPrefix(nats.URL(i), "nats://"))
-		proxied[i] = "nats://" + proxies[i].Addr()
-	}
-	urls := strings.Join(proxied, ",")
+	proxies, urls := proxiedNATS(t, nats)
 	c := startHubs(t, nats, []string{urls, urls, urls})
 	ev, poll := c.openPoll()
 
@@ -691,12 +686,7 @@ func TestClusterNATSServerFallsSilent(t *testing.T) {
 		}
 	}()
 
-	done := make(chan error, 1)
-	go func() { done <- runVoters(ctx, voters, bases, poll.ID) }()
-
-	waitUntil(t, "a third of the voters settled", time.Minute, func() bool {
-		return settledCount(voters) >= n/3
-	})
+	done := startSurge(ctx, t, voters, bases, poll.ID)
 	silent := 0
 	for i, p := range proxies {
 		if p.Links() > proxies[silent].Links() {
