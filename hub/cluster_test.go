@@ -153,6 +153,27 @@ func startClusterNode(t *testing.T, name string, store *persistence.Store) *clus
 	return n
 }
 
+// openPoll creates an event titled title on the node's hub, with one poll
+// of colorPoll, and opens the poll.
+func (n *clusterNode) openPoll(t *testing.T, title string) (Event, Poll) {
+	t.Helper()
+
+	event, _, err := n.hub.Registry().CreateEvent(t.Context(), title)
+	if err != nil {
+		t.Fatalf("CreateEvent on %s: %v", n.name, err)
+	}
+	poll, err := n.hub.CreatePoll(t.Context(), event.ID, colorPoll())
+	if err != nil {
+		t.Fatalf("CreatePoll on %s: %v", n.name, err)
+	}
+	poll, err = n.hub.OpenPoll(t.Context(), poll.ID)
+	if err != nil {
+		t.Fatalf("OpenPoll on %s: %v", n.name, err)
+	}
+
+	return event, poll
+}
+
 // startWatch runs the store's catalog watch into the node's hub until the
 // test ends.
 func (n *clusterNode) startWatch(t *testing.T) {
@@ -456,18 +477,7 @@ func TestClusterStaleRevisionIgnored(t *testing.T) {
 	a.startWatch(t)
 	b.startWatch(t)
 
-	event, _, err := a.hub.Registry().CreateEvent(ctx, "Stale values")
-	if err != nil {
-		t.Fatalf("CreateEvent on A: %v", err)
-	}
-	poll, err := a.hub.CreatePoll(ctx, event.ID, colorPoll())
-	if err != nil {
-		t.Fatalf("CreatePoll on A: %v", err)
-	}
-	_, err = a.hub.OpenPoll(ctx, poll.ID)
-	if err != nil {
-		t.Fatalf("OpenPoll on A: %v", err)
-	}
+	event, poll := a.openPoll(t, "Stale values")
 	syncWatches(t, store, b)
 
 	key := pollKeyPrefix + poll.ID
@@ -833,18 +843,7 @@ func TestClusterStaleChangeRefused(t *testing.T) {
 	ctx := t.Context()
 	store := openClusterStore(t)
 	a := startClusterNode(t, "hub A", store)
-	event, _, err := a.hub.Registry().CreateEvent(ctx, "Stale copies")
-	if err != nil {
-		t.Fatalf("CreateEvent on A: %v", err)
-	}
-	poll, err := a.hub.CreatePoll(ctx, event.ID, colorPoll())
-	if err != nil {
-		t.Fatalf("CreatePoll on A: %v", err)
-	}
-	_, err = a.hub.OpenPoll(ctx, poll.ID)
-	if err != nil {
-		t.Fatalf("OpenPoll on A: %v", err)
-	}
+	_, poll := a.openPoll(t, "Stale copies")
 
 	// B has no watch: it loads the catalog and is handed each change the way
 	// its watch would hand it over, with the value's revision.
