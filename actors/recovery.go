@@ -186,7 +186,9 @@ func (s *System) loadSnapshots(ctx context.Context) ([]*recoveredState, error) {
 // snapshot is logged and also gives an empty state at 0, so the state is
 // rebuilt from the whole stream.
 func loadShardSnapshot(ctx context.Context, store *persistence.Store, shard int, log *slog.Logger) (*shardState, uint64, error) {
-	seq, data, err := store.LoadSnapshot(ctx, shard)
+	lctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
+	seq, data, err := store.LoadSnapshot(lctx, shard)
+	cancel()
 	switch {
 	case errors.Is(err, persistence.ErrNoSnapshot):
 		return newShardState(), 0, nil

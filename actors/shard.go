@@ -23,7 +23,10 @@ const (
 	// recoveryTimeout bounds one recovery attempt: snapshot load and replay.
 	recoveryTimeout = 5 * time.Minute
 
-	// snapshotTimeout bounds one SaveSnapshot that runs in the background.
+	// snapshotTimeout bounds one SaveSnapshot that runs in the background,
+	// and one LoadSnapshot inside a recovery attempt, whose own budget is
+	// longer: a reply lost while the connection reconnected would otherwise
+	// hold the shard for the whole recovery budget.
 	snapshotTimeout = time.Minute
 
 	// retryMin and retryMax bound the backoff between recovery or catch-up
