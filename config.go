@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,42 +49,51 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		origins string
 	)
 	fs := flag.NewFlagSet("livevote", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// A bad flag gets its error and a pointer to -help, not the whole list
+	// of flags; -help prints the list.
+	fs.SetOutput(io.Discard)
 	fs.StringVar(&cfg.Addr, "addr", ":8080", "HTTP and WebSocket listen address")
 	fs.StringVar(&cfg.Data, "data", "./data", "directory of the embedded JetStream store and local state")
 	fs.StringVar(&cfg.NatsURL, "nats-url", "", "external NATS server URLs, comma separated; empty starts the embedded server")
-	fs.IntVar(&cfg.NatsReplicas, "nats-replicas", 1, "replicas of the vote stream and KV buckets on an external NATS cluster: 1, 3 or 5")
+	intVar(fs, &cfg.NatsReplicas, "nats-replicas", 1, "replicas of the vote stream and KV buckets on an external NATS cluster: 1, 3 or 5")
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "join the hub cluster of this name; empty runs a single hub. Needs -nats-url and -cluster-addr")
 	fs.StringVar(&cfg.ClusterAddr, "cluster-addr", "127.0.0.1:8091", "host:port of this hub's Proto.Actor endpoint, which the other hubs dial (cluster mode)")
-	fs.IntVar(&cfg.Shards, "shards", 64, "number of shard actors; fixed for the life of a data directory")
-	fs.DurationVar(&cfg.BroadcastInterval, "broadcast-interval", 5*time.Second, "how often merged results are sent to sockets")
+	intVar(fs, &cfg.Shards, "shards", 64, "number of shard actors; fixed for the life of a data directory")
+	durationVar(fs, &cfg.BroadcastInterval, "broadcast-interval", 5*time.Second, "how often merged results are sent to sockets")
 	fs.StringVar(&sync, "sync", "always", "always: fsync before each vote is acknowledged; interval: JetStream's periodic fsync")
 	fs.BoolVar(&cfg.Demo, "demo", false, "create a sample event with an open poll at start and print its links")
 	fs.StringVar(&origins, "allowed-origins", "", "extra host patterns allowed cross-origin, comma separated (e.g. \"*.example.com,app.example.org:8443\"); the same host is always allowed")
 	fs.StringVar(&cfg.OperatorKey, "operator-key", "", "key that the operator dashboard's data requires (Authorization: Bearer <key>); empty leaves /dashboard open")
-	fs.Float64Var(&cfg.VoteRate, "vote-rate", hub.DefaultVoteRate, "votes per second allowed per voter session, after the burst")
-	fs.IntVar(&cfg.VoteBurst, "vote-burst", hub.DefaultVoteBurst, "votes a voter session may send at once")
-	fs.Float64Var(&cfg.SessionRate, "session-rate", transport.DefaultSessionRate, "new voter sessions per second allowed per client IP, after the burst")
-	fs.IntVar(&cfg.SessionBurst, "session-burst", transport.DefaultSessionBurst, "new voter sessions a client IP may create at once")
-	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", transport.DefaultMaxConnsPerIP, "open TCP connections allowed per client IP; a venue's NAT puts a whole room on one IP")
-	fs.DurationVar(&cfg.PingInterval, "ping-interval", transport.DefaultPingInterval, "how often idle sockets are pinged; a peer that does not answer within one more interval is dropped")
+	floatVar(fs, &cfg.VoteRate, "vote-rate", hub.DefaultVoteRate, "votes per second allowed per voter session, after the burst")
+	intVar(fs, &cfg.VoteBurst, "vote-burst", hub.DefaultVoteBurst, "votes a voter session may send at once")
+	floatVar(fs, &cfg.SessionRate, "session-rate", transport.DefaultSessionRate, "new voter sessions per second allowed per client IP, after the burst")
+	intVar(fs, &cfg.SessionBurst, "session-burst", transport.DefaultSessionBurst, "new voter sessions a client IP may create at once")
+	intVar(fs, &cfg.MaxConnsPerIP, "max-conns-per-ip", transport.DefaultMaxConnsPerIP, "open TCP connections allowed per client IP; a venue's NAT puts a whole room on one IP")
+	durationVar(fs, &cfg.PingInterval, "ping-interval", transport.DefaultPingInterval, "how often idle sockets are pinged; a peer that does not answer within one more interval is dropped")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful shutdown may take before sockets are dropped")
+	durationVar(fs, &cfg.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful shutdown may take before sockets are dropped")
 
 	if err := fs.Parse(args); err != nil {
-		return config{}, err
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "Usage of livevote (every flag can also be set as LIVEVOTE_<FLAG>, such as LIVEVOTE_BROADCAST_INTERVAL=2s):")
+			fs.PrintDefaults()
+			return config{}, err
+		}
+		return config{}, fmt.Errorf("%w; run livevote -help for the flags", err)
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected argument %q: LiveVote takes only flags (see -help)", fs.Arg(0))
 	}
-	if err := applyEnv(fs, getenv); err != nil {
+	fromEnv, err := applyEnv(fs, getenv)
+	if err != nil {
 		return config{}, err
 	}
 
 	mode, err := persistence.ParseSyncMode(sync)
 	if err != nil {
-		return config{}, fmt.Errorf("-sync: %w", err)
+		return config{}, nameEnv(fmt.Errorf("-sync: %w", err), fromEnv)
 	}
 	cfg.Sync = mode
 	for _, o := range strings.Split(origins, ",") {
@@ -90,15 +101,112 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
 		}
 	}
-	return cfg, cfg.validate()
+	return cfg, nameEnv(cfg.validate(), fromEnv)
+}
+
+// nameEnv adds to err, which names flags as "-name", the environment
+// variables that set any of those flags, because the user who set one may
+// not know the flag.
+func nameEnv(err error, fromEnv map[string]string) error {
+	if err == nil {
+		return nil
+	}
+
+	var set []string
+	for flagName, setting := range fromEnv {
+		if strings.Contains(err.Error(), "-"+flagName+" ") || strings.Contains(err.Error(), "-"+flagName+":") {
+			set = append(set, setting)
+		}
+	}
+	if len(set) == 0 {
+		return err
+	}
+	slices.Sort(set)
+
+	return fmt.Errorf("%w (set by %s)", err, strings.Join(set, ", "))
+}
+
+// intValue is an int flag whose parse error says what it takes.
+type intValue struct{ n *int }
+
+func intVar(fs *flag.FlagSet, p *int, name string, value int, usage string) {
+	*p = value
+	fs.Var(intValue{p}, name, usage+"; a whole `number`")
+}
+
+func (v intValue) String() string {
+	if v.n == nil {
+		return "0"
+	}
+	return strconv.Itoa(*v.n)
+}
+
+func (v intValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number: use digits only, such as 64", s)
+	}
+	*v.n = n
+	return nil
+}
+
+// floatValue is a float64 flag whose parse error says what it takes.
+type floatValue struct{ f *float64 }
+
+func floatVar(fs *flag.FlagSet, p *float64, name string, value float64, usage string) {
+	*p = value
+	fs.Var(floatValue{p}, name, usage+"; a `number`")
+}
+
+func (v floatValue) String() string {
+	if v.f == nil {
+		return "0"
+	}
+	return strconv.FormatFloat(*v.f, 'g', -1, 64)
+}
+
+func (v floatValue) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a number: use a decimal number, such as 5 or 0.5", s)
+	}
+	*v.f = f
+	return nil
+}
+
+// durationValue is a time.Duration flag whose parse error says what a
+// duration looks like.
+type durationValue struct{ d *time.Duration }
+
+func durationVar(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	fs.Var(durationValue{p}, name, usage+"; a `duration` such as 5s or 250ms")
+}
+
+func (v durationValue) String() string {
+	if v.d == nil {
+		return "0s"
+	}
+	return v.d.String()
+}
+
+func (v durationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration: use a number with a unit, such as 5s, 250ms or 1m", s)
+	}
+	*v.d = d
+	return nil
 }
 
 // applyEnv sets every flag that was not given on the command line from its LIVEVOTE_
-// environment variable, when that is set.
-func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+// environment variable, when that is set. It returns, by flag name, the
+// settings it applied, such as LIVEVOTE_SHARDS=16.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) (map[string]string, error) {
 	given := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 
+	applied := make(map[string]string)
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
 		if given[f.Name] {
@@ -111,9 +219,11 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 		}
 		if err := fs.Set(f.Name, value); err != nil {
 			errs = append(errs, fmt.Errorf("environment variable %s=%q: %w", name, value, err))
+			return
 		}
+		applied[f.Name] = fmt.Sprintf("%s=%s", name, value)
 	})
-	return errors.Join(errs...)
+	return applied, errors.Join(errs...)
 }
 
 func envName(flagName string) string {

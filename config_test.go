@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"io"
 	"strings"
 	"testing"
@@ -69,6 +71,11 @@ func TestParseConfigRejectsBadValues(t *testing.T) {
 		{"wildcard cluster address", []string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222", "-cluster-addr", "0.0.0.0:8091"}, nil, `-cluster-addr "0.0.0.0:8091" is a wildcard`},
 		{"six replicas", []string{"-nats-url", "nats://127.0.0.1:4222", "-nats-replicas", "6"}, nil, "-nats-replicas 6"},
 		{"replicas on the embedded server", []string{"-nats-replicas", "3"}, nil, "-nats-replicas 3 needs an external NATS cluster"},
+		{"duration without a unit", []string{"-broadcast-interval", "2"}, nil, `"2" is not a duration: use a number with a unit, such as 5s`},
+		{"duration in the environment", nil, map[string]string{"LIVEVOTE_PING_INTERVAL": "soon"}, `LIVEVOTE_PING_INTERVAL="soon": "soon" is not a duration`},
+		{"word for a number", []string{"-shards", "many"}, nil, `"many" is not a whole number`},
+		{"word for a rate", []string{"-vote-rate", "fast"}, nil, `"fast" is not a number`},
+		{"environment value out of range", nil, map[string]string{"LIVEVOTE_VOTE_RATE": "-1"}, "(set by LIVEVOTE_VOTE_RATE=-1)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,5 +87,30 @@ func TestParseConfigRejectsBadValues(t *testing.T) {
 				t.Fatalf("error %q does not name %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestParseConfigErrorPrintsNoUsage checks that a bad flag gets one error
+// line that points to -help instead of the list of every flag, and that
+// -help prints that list.
+func TestParseConfigErrorPrintsNoUsage(t *testing.T) {
+	var stderr strings.Builder
+	_, err := parseConfig([]string{"-shards", "x"}, func(string) string { return "" }, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "run livevote -help") {
+		t.Errorf("error %v, want one that points to -help", err)
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("a bad flag wrote %d bytes to stderr, want none: %q", stderr.Len(), stderr.String())
+	}
+
+	stderr.Reset()
+	_, err = parseConfig([]string{"-help"}, func(string) string { return "" }, &stderr)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-help returned %v, want flag.ErrHelp", err)
+	}
+	for _, want := range []string{"-broadcast-interval duration", "-shards number", "LIVEVOTE_"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("-help output lacks %q:\n%s", want, stderr.String())
+		}
 	}
 }
