@@ -15,6 +15,11 @@ const REFRESH_MS = 1000;
 // of the mean rate over all shards.
 const HOT_FACTOR = 2;
 
+// HOT_MIN_RATE is the vote rate, in votes per second, below which no shard
+// counts as hot: among idle shards a few stray votes exceed twice the mean,
+// and the rate column would then show "0.0" beside the mark.
+const HOT_MIN_RATE = 1;
+
 const keyStorage = "livevote.operator-key";
 
 const dom = {
@@ -175,7 +180,7 @@ function renderShards(shards, ring) {
       dom.shardsBody.append(shardRows[index].row);
     }
     const rate = shard.votes_per_second ?? 0;
-    const hot = meanRate > 0 && rate > HOT_FACTOR * meanRate;
+    const hot = rate >= HOT_MIN_RATE && rate > HOT_FACTOR * meanRate;
     const cells = shardRows[index];
     cells.row.dataset.hot = hot ? "true" : "false";
     cells.name.textContent = hot ? `${shard.shard} (hot)` : String(shard.shard);
