@@ -208,7 +208,7 @@ func Start(ctx context.Context, cfg Config) (*System, error) {
 	s := newSystem(cfg)
 	logger := cfg.Logger
 	s.actors = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return logger.With("component", "protoactor")
+		return slog.New(demotingHandler{logger.Handler()}).With("component", "protoactor")
 	}))
 	s.root = s.actors.Root
 
