@@ -37,14 +37,19 @@ func startCluster(t *testing.T) *testCluster {
 }
 
 // startHubs starts one hub per entry of urls, each with that entry as its
-// -nats-url, and waits until every hub lists all of them as members.
-func startHubs(t *testing.T, nats *natstest.Cluster, urls []string) *testCluster {
+// -nats-url, and waits until every hub lists all of them as members. The
+// flags in extra[i], when given, come last for hub i, so they override.
+func startHubs(t *testing.T, nats *natstest.Cluster, urls []string, extra ...[]string) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, nats: nats}
-	for _, url := range urls {
-		c.hubs = append(c.hubs, startChildArgs(t, "-addr", "127.0.0.1:0", "-data", t.TempDir(),
+	for i, url := range urls {
+		args := []string{"-addr", "127.0.0.1:0", "-data", t.TempDir(),
 			"-nats-url", url, "-nats-replicas", "3",
-			"-cluster-name", "test", "-cluster-addr", "127.0.0.1:0"))
+			"-cluster-name", "test", "-cluster-addr", "127.0.0.1:0"}
+		if i < len(extra) {
+			args = append(args, extra[i]...)
+		}
+		c.hubs = append(c.hubs, startChildArgs(t, args...))
 	}
 	for i, h := range c.hubs {
 		waitUntil(t, fmt.Sprintf("hub %d sees %d members", i, len(urls)), 30*time.Second, func() bool {
@@ -648,6 +653,62 @@ func TestClusterHubCutFromNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.checkFinal(ev, poll, n, []int{0, 1})
+}
+
+// TestClusterHubUnreachableFromPeers cuts the link from the other hubs to
+// one hub during a surge, while every hub still reaches NATS, as a network
+// partition between hub machines does. The hub advertises a proxy in front
+// of its Proto.Actor endpoint, and the proxy holds every byte while cut.
+// Heartbeats travel through NATS, so no hub is dropped and nothing moves:
+// votes that the other hubs send to the cut hub's shards get no answer and
+// are retried. Once the link heals, every voter settles and counts once.
+func TestClusterHubUnreachableFromPeers(t *testing.T) {
+	nats := natstest.Start(t, 3)
+	port, err := natstest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := fmt.Sprintf("127.0.0.1:%d", port)
+	proxy := natstest.StartProxy(t, endpoint)
+	// 32 shards, so that the cut hub holds some of them.
+	c := startHubs(t, nats, []string{nats.URLs(), nats.URLs(), nats.URLs()},
+		[]string{"-shards", "32"}, []string{"-shards", "32"},
+		[]string{"-shards", "32", "-cluster-addr", endpoint, "-cluster-advertise", proxy.Addr()})
+	ev, poll := c.openPoll()
+
+	const n = 1500
+	voters := c.voters(n, poll)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	done := startSurge(ctx, t, voters, c.bases(), poll.ID)
+	held := metricValue(t, c.hubs[2], "livevote_cluster_local_shards")
+	before := settledCount(voters)
+	proxy.Cut()
+	cutAt := time.Now()
+	time.Sleep(actors.DefaultMemberTTL + 3*time.Second)
+	during := settledCount(voters) - before
+	for i, h := range c.hubs {
+		if members := metricValue(t, h, "livevote_cluster_members"); members != 3 {
+			t.Errorf("hub %d lists %v members %s into the cut, want 3: no hub is dropped while NATS carries every heartbeat",
+				i, members, time.Since(cutAt).Round(time.Millisecond))
+		}
+	}
+	if settledCount(voters) == n {
+		t.Error("every voter settled during the cut; the votes of the other hubs for the cut hub's shards should have waited")
+	}
+	proxy.Heal()
+	healedAt := time.Now()
+
+	if err := <-done; err != nil {
+		c.logState(voters)
+		t.Fatal(err)
+	}
+	t.Logf("cut of the link to hub 2, which held %v of 32 shards, with %d of %d voters settled: %d settled during the %s cut; "+
+		"the rest settled %s after the heal", held, before, n, during, healedAt.Sub(cutAt).Round(time.Millisecond),
+		time.Since(healedAt).Round(time.Millisecond))
+
+	c.checkFinal(ev, poll, n, []int{0, 1, 2})
 }
 
 // TestClusterNATSServerFallsSilent makes the NATS server with the most hub

@@ -25,6 +25,7 @@ type config struct {
 	NatsReplicas      int
 	ClusterName       string
 	ClusterAddr       string
+	ClusterAdvertise  string
 	Shards            int
 	BroadcastInterval time.Duration
 	Sync              persistence.SyncMode
@@ -58,6 +59,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	intVar(fs, &cfg.NatsReplicas, "nats-replicas", 1, "replicas of the vote stream and KV buckets on an external NATS cluster: 1, 3 or 5")
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "join the hub cluster of this name; empty runs a single hub. Needs -nats-url and -cluster-addr")
 	fs.StringVar(&cfg.ClusterAddr, "cluster-addr", "127.0.0.1:8091", "host:port of this hub's Proto.Actor endpoint, which the other hubs dial (cluster mode)")
+	fs.StringVar(&cfg.ClusterAdvertise, "cluster-advertise", "", "host:port that the other hubs dial instead of -cluster-addr, such as a container's mapped port; -cluster-addr may then be a wildcard such as 0.0.0.0:8091")
 	intVar(fs, &cfg.Shards, "shards", 64, "number of shard actors; fixed for the life of a data directory")
 	durationVar(fs, &cfg.BroadcastInterval, "broadcast-interval", 5*time.Second, "how often merged results are sent to sockets")
 	fs.StringVar(&sync, "sync", "always", "always: fsync before each vote is acknowledged; interval: JetStream's periodic fsync")
@@ -254,13 +256,24 @@ func (c config) validate() error {
 			return fmt.Errorf("-cluster-name %q needs -nats-url: the hubs of a cluster share one NATS cluster, and the embedded server serves one process", c.ClusterName)
 		}
 		host, _, err := net.SplitHostPort(c.ClusterAddr)
-		if err != nil || host == "" {
+		if err != nil || (host == "" && c.ClusterAdvertise == "") {
 			return fmt.Errorf("-cluster-addr %q is not host:port: use an address the other hubs can reach, such as 10.0.0.5:8091", c.ClusterAddr)
+		}
+		if c.ClusterAdvertise != "" {
+			ahost, aport, err := net.SplitHostPort(c.ClusterAdvertise)
+			port, perr := strconv.Atoi(aport)
+			if err != nil || perr != nil || port < 1 || port > 65535 || ahost == "" {
+				return fmt.Errorf("-cluster-advertise %q is not host:port with a port from 1 to 65535: use the address the other hubs dial, such as 10.0.0.5:8091", c.ClusterAdvertise)
+			}
+			host = ahost
 		}
 		// The hub announces this address to the others, which dial it, so a
 		// wildcard that means "every interface here" would reach nothing.
 		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-			return fmt.Errorf("-cluster-addr %q is a wildcard address, which the other hubs cannot dial: use this machine's address on their network, such as 10.0.0.5:8091", c.ClusterAddr)
+			if c.ClusterAdvertise != "" {
+				return fmt.Errorf("-cluster-advertise %q is a wildcard address, which the other hubs cannot dial: use this machine's address on their network, such as 10.0.0.5:8091", c.ClusterAdvertise)
+			}
+			return fmt.Errorf("-cluster-addr %q is a wildcard address, which the other hubs cannot dial: use this machine's address on their network, such as 10.0.0.5:8091, or set -cluster-advertise", c.ClusterAddr)
 		}
 	}
 

@@ -71,6 +71,9 @@ func TestParseConfigRejectsBadValues(t *testing.T) {
 		{"wildcard cluster address", []string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222", "-cluster-addr", "0.0.0.0:8091"}, nil, `-cluster-addr "0.0.0.0:8091" is a wildcard`},
 		{"six replicas", []string{"-nats-url", "nats://127.0.0.1:4222", "-nats-replicas", "6"}, nil, "-nats-replicas 6"},
 		{"replicas on the embedded server", []string{"-nats-replicas", "3"}, nil, "-nats-replicas 3 needs an external NATS cluster"},
+		{"wildcard advertised address", []string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222", "-cluster-addr", "0.0.0.0:8091", "-cluster-advertise", "0.0.0.0:8091"}, nil, `-cluster-advertise "0.0.0.0:8091" is a wildcard`},
+		{"advertised address without a port", []string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222", "-cluster-advertise", "10.0.0.5"}, nil, `-cluster-advertise "10.0.0.5" is not host:port`},
+		{"advertised port 0", []string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222", "-cluster-advertise", "10.0.0.5:0"}, nil, `-cluster-advertise "10.0.0.5:0"`},
 		{"duration without a unit", []string{"-broadcast-interval", "2"}, nil, `"2" is not a duration: use a number with a unit, such as 5s`},
 		{"duration in the environment", nil, map[string]string{"LIVEVOTE_PING_INTERVAL": "soon"}, `LIVEVOTE_PING_INTERVAL="soon": "soon" is not a duration`},
 		{"word for a number", []string{"-shards", "many"}, nil, `"many" is not a whole number`},
@@ -93,6 +96,19 @@ func TestParseConfigRejectsBadValues(t *testing.T) {
 // TestParseConfigErrorPrintsNoUsage checks that a bad flag gets one error
 // line that points to -help instead of the list of every flag, and that
 // -help prints that list.
+// TestParseConfigWildcardWithAdvertise accepts a wildcard -cluster-addr
+// when -cluster-advertise names the address the other hubs dial.
+func TestParseConfigWildcardWithAdvertise(t *testing.T) {
+	cfg, err := parseConfig([]string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222",
+		"-cluster-addr", "0.0.0.0:8091", "-cluster-advertise", "10.0.0.5:18091"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if cfg.ClusterAddr != "0.0.0.0:8091" || cfg.ClusterAdvertise != "10.0.0.5:18091" {
+		t.Errorf("cluster addr %q, advertise %q", cfg.ClusterAddr, cfg.ClusterAdvertise)
+	}
+}
+
 func TestParseConfigErrorPrintsNoUsage(t *testing.T) {
 	var stderr strings.Builder
 	_, err := parseConfig([]string{"-shards", "x"}, func(string) string { return "" }, &stderr)

@@ -178,7 +178,7 @@ func start(ctx context.Context, cfg config, logger *slog.Logger) (_ *app, err er
 	var publishTo atomic.Pointer[hub.Hub]
 	var clusterCfg *actors.ClusterConfig
 	if cfg.ClusterName != "" {
-		clusterCfg = &actors.ClusterConfig{Name: cfg.ClusterName, Addr: cfg.ClusterAddr}
+		clusterCfg = &actors.ClusterConfig{Name: cfg.ClusterName, Addr: cfg.ClusterAddr, Advertise: cfg.ClusterAdvertise}
 	}
 	a.shards, err = actors.Start(ctx, actors.Config{
 		Cluster:           clusterCfg,

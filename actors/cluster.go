@@ -51,6 +51,12 @@ type ClusterConfig struct {
 	// reachable from them. Port 0 picks a free port. Required.
 	Addr string
 
+	// Advertise, when set, is the host:port that the other members dial
+	// instead of Addr, such as the address of a NAT, container port mapping
+	// or proxy in front of it. Addr may then be a wildcard such as
+	// 0.0.0.0:8091.
+	Advertise string
+
 	// Heartbeat is how often the member renews its record. Zero means
 	// 500ms.
 	Heartbeat time.Duration
@@ -68,6 +74,13 @@ func (c ClusterConfig) withDefaults() (ClusterConfig, string, int, error) {
 	port, perr := strconv.Atoi(portText)
 	if err != nil || perr != nil || port < 0 || port > 65535 || host == "" {
 		return c, "", 0, fmt.Errorf("%w: Cluster.Addr %q is not host:port; use an address such as 127.0.0.1:8091", ErrInvalidConfig, c.Addr)
+	}
+	if c.Advertise != "" {
+		ahost, aport, err := net.SplitHostPort(c.Advertise)
+		n, perr := strconv.Atoi(aport)
+		if err != nil || perr != nil || n < 1 || n > 65535 || ahost == "" {
+			return c, "", 0, fmt.Errorf("%w: Cluster.Advertise %q is not host:port with a port from 1 to 65535; use the address the other members dial, such as 10.0.0.5:8091", ErrInvalidConfig, c.Advertise)
+		}
 	}
 	if c.Heartbeat < 0 || c.MemberTTL < 0 {
 		return c, "", 0, fmt.Errorf("%w: Cluster.Heartbeat %s and MemberTTL %s must not be negative", ErrInvalidConfig, c.Heartbeat, c.MemberTTL)
@@ -147,7 +160,11 @@ func (s *System) startCluster(ctx context.Context, m *metrics) error {
 	acfg.cache = newResultsCache()
 	aggProps := actor.PropsFromProducer(func() actor.Actor { return newAggregator(acfg) })
 
-	remoteCfg := remote.Configure(host, port)
+	var remoteOpts []remote.ConfigOption
+	if cc.Advertise != "" {
+		remoteOpts = append(remoteOpts, remote.WithAdvertisedHost(cc.Advertise))
+	}
+	remoteCfg := remote.Configure(host, port, remoteOpts...)
 	clusterCfg := cluster.Configure(cc.Name, c.provider, disthash.New(), remoteCfg,
 		cluster.WithKinds(cluster.NewKind(shardKind, shardProps), cluster.NewKind(aggregatorKind, aggProps)))
 	c.member = cluster.New(s.actors, clusterCfg)
