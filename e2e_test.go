@@ -157,6 +157,14 @@ func TestErrorCodes(t *testing.T) {
 			big := `{"vote_id":"` + strings.Repeat("x", 8<<10) + `","options":["o1"]}`
 			return n.do("POST", "/api/polls/"+open.ID+"/votes", big, map[string]string{"X-LiveVote-Session": n.newSession()})
 		}, 413, "too_large"},
+		{"unknown route", func() apiResponse { return n.do("GET", "/api/nothing/here", nil, nil) }, 400, "invalid_message"},
+		{"wrong method", func() apiResponse {
+			r := n.do("GET", "/api/polls/"+open.ID+"/votes", nil, nil)
+			if r.Header.Get("Allow") != "POST" {
+				t.Errorf("Allow header %q on GET of the votes route, want POST", r.Header.Get("Allow"))
+			}
+			return r
+		}, 405, "invalid_message"},
 		{"unknown_event", func() apiResponse { return n.do("GET", "/api/events/ZZZZZZ", nil, nil) }, 404, "unknown_event"},
 		{"unknown_poll", func() apiResponse { return n.httpVote(n.newSession(), uuid.NewString(), uuid.NewString(), "o1") }, 404, "unknown_poll"},
 		{"poll_not_open", func() apiResponse { return n.httpVote(n.newSession(), draft.ID, uuid.NewString(), "o1") }, 409, "poll_not_open"},

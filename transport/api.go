@@ -268,8 +268,31 @@ func csvSafe(label string) string {
 	return label
 }
 
-func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
-	writeError(w, hub.Errorf(hub.CodeInvalidMessage, "no API endpoint %s %s: see docs/protocol.md for the routes", r.Method, r.URL.Path))
+// unknownRoute returns the handler for API requests that no route of api
+// matches. A path that has a route for another method gets 405 with an
+// Allow header; any other path gets 400. Both carry invalid_message.
+func unknownRoute(api *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allowed []string
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			if method == r.Method {
+				continue
+			}
+			probe := r.Clone(r.Context())
+			probe.Method = method
+			if _, pattern := api.Handler(probe); pattern != "/api/" {
+				allowed = append(allowed, method)
+			}
+		}
+
+		if len(allowed) == 0 {
+			writeError(w, hub.Errorf(hub.CodeInvalidMessage, "no API endpoint %s %s: see docs/protocol.md for the routes", r.Method, r.URL.Path))
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		e := hub.Errorf(hub.CodeInvalidMessage, "%s is not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allowed, " or "))
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: e})
+	}
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

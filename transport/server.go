@@ -191,7 +191,7 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("POST /api/polls/{poll}/votes", s.castVote)
 	api.HandleFunc("GET /api/polls/{poll}/results", s.getResults)
 	api.HandleFunc("GET /api/polls/{poll}/results.csv", s.getResultsCSV)
-	api.HandleFunc("/api/", s.notFound)
+	api.HandleFunc("/api/", unknownRoute(api))
 
 	// Cross-site form posts and fetches from other origins are refused before any API
 	// handler runs; requests without browser headers (curl, load testers) pass.
