@@ -511,11 +511,13 @@ type catalogChange struct {
 // the watched copy of a local write, which arrives with the revision that
 // the write recorded, changes nothing.
 //
-// Some values change nothing and return an error wrapping ErrCatalog that
-// names the key: a value that does not decode, a poll of an unknown event,
-// an event whose join code another event has, a poll that moves to another
-// event, and a poll whose state goes back (closed to open, open to draft).
-// A poll's state goes back only when a writer changed a stale copy of it.
+// Some values change nothing but the revision in memory, and return an
+// error wrapping ErrCatalog that names the key: a value that does not
+// decode, a poll of an unknown event, an event whose join code another
+// event has, a poll that moves to another event, and a poll whose state
+// goes back (closed to open, open to draft). A poll's state goes back only
+// when a writer changed a stale copy of it, and the next local change of
+// the poll replaces that value in the catalog.
 //
 // It waits for a local change in progress to finish, without a time limit,
 // because the change's catalog write has its own.
@@ -542,11 +544,26 @@ func (r *Registry) applyCatalogChange(key string, value []byte, revision uint64)
 		return catalogChange{}, nil
 	}
 
+	var (
+		change catalogChange
+		err    error
+	)
 	if isEvent {
-		return r.applyEvent(key, value, revision)
+		change, err = r.applyEvent(key, value, revision)
+	} else {
+		change, err = r.applyPoll(key, value, revision)
+	}
+	if err != nil {
+		// The refused value is the key's latest in the catalog, so the next
+		// local change must be written over its revision: a conditional write
+		// over the older revision would be refused every time, and the
+		// catalog would keep the refused value.
+		r.mu.Lock()
+		r.revisions[key] = revision
+		r.mu.Unlock()
 	}
 
-	return r.applyPoll(key, value, revision)
+	return change, err
 }
 
 // applyEvent puts the watched event value into memory. The caller holds

@@ -927,3 +927,47 @@ func TestRegistryConcurrent(t *testing.T) {
 		t.Errorf("catalog and memory differ after concurrent changes:\n%s\n%s", got, want)
 	}
 }
+
+// TestRefusedCatalogValueKeepsChangesPossible stores, as a writer with a
+// stale copy would, an open poll over the closed one. The watch refuses
+// that value, and the next change of the poll must still go through and
+// put the closed poll back in the catalog, not be refused as a conflict
+// with every retry.
+func TestRefusedCatalogValueKeepsChangesPossible(t *testing.T) {
+	ctx := t.Context()
+	catalog := newMemoryCatalog()
+	r := NewRegistry(catalog, nil)
+	event, _ := mustEvent(t, r, "Stale writer")
+	poll := mustPoll(t, r, event.ID, NewPoll{Question: "Q?", Options: []string{"A", "B"}})
+	open, err := r.OpenPoll(ctx, poll.ID)
+	if err != nil {
+		t.Fatalf("OpenPoll: %v", err)
+	}
+	if _, err := r.ClosePoll(ctx, poll.ID); err != nil {
+		t.Fatalf("ClosePoll: %v", err)
+	}
+
+	key := pollKeyPrefix + poll.ID
+	staleValue, err := json.Marshal(open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staleRevision, err := catalog.PutCatalog(ctx, key, staleValue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.applyCatalogChange(key, staleValue, staleRevision); !errors.Is(err, ErrCatalog) {
+		t.Fatalf("applying the stale open value: %v, want an ErrCatalog refusal", err)
+	}
+
+	if _, err := r.SetResultsVisible(ctx, poll.ID, false); err != nil {
+		t.Fatalf("SetResultsVisible after the refused value: %v", err)
+	}
+	var stored Poll
+	if err := json.Unmarshal(catalog.snapshot()[key], &stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored.State != PollClosed || stored.ResultsVisible {
+		t.Errorf("catalog holds %s with results visible %t, want the closed poll with hidden results", stored.State, stored.ResultsVisible)
+	}
+}
