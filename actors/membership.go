@@ -160,6 +160,10 @@ func (p *natsMembership) run(ctx context.Context, c *cluster.Cluster) {
 	members := make(map[string]seenMember)
 	var last []string
 	for ctx.Err() == nil {
+		// Without a watch this member's list may miss members that joined
+		// meanwhile, so its heartbeat lists none: the others then ignore it
+		// when they check whether they were dropped.
+		sees.Store(nil)
 		wctx, cancel := context.WithCancel(ctx)
 		watcher, err := p.kv.WatchAll(wctx)
 		if err != nil {
@@ -209,14 +213,20 @@ func (p *natsMembership) beat(ctx context.Context, sees *atomic.Pointer[[]string
 }
 
 // follow runs one watcher until ctx ends, the watcher closes or the
-// connection reconnects, and returns the ids last published, which it also
-// stores in sees for the heartbeat.
+// connection reconnects, and returns the ids last published. It also stores
+// them in sees for the heartbeat, or nil while this member is cut off.
 func (p *natsMembership) follow(ctx context.Context, c *cluster.Cluster, watcher jetstream.KeyWatcher,
 	reconnected <-chan nats.Status, ticker *time.Ticker, members map[string]seenMember, last []string,
 	sees *atomic.Pointer[[]string]) []string {
 	initial := true
 	publish := func() {
 		last = p.publish(c, members, last)
+		if p.wasCutOff {
+			// While its own heartbeats do not come back, this member's list
+			// is frozen and may be stale, so its heartbeat lists no one.
+			sees.Store(nil)
+			return
+		}
 		ids := last
 		sees.Store(&ids)
 	}
