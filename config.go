@@ -114,9 +114,12 @@ func nameEnv(err error, fromEnv map[string]string) error {
 		return nil
 	}
 
+	// A flag counts when its name starts the message or follows a space, so
+	// that -addr does not match inside -cluster-addr.
+	message := " " + err.Error()
 	var set []string
 	for flagName, setting := range fromEnv {
-		if strings.Contains(err.Error(), "-"+flagName+" ") || strings.Contains(err.Error(), "-"+flagName+":") {
+		if strings.Contains(message, " -"+flagName+" ") || strings.Contains(message, " -"+flagName+":") {
 			set = append(set, setting)
 		}
 	}

@@ -93,6 +93,21 @@ func TestParseConfigRejectsBadValues(t *testing.T) {
 	}
 }
 
+// TestParseConfigBlamesOnlyTheVariableOfTheFlag sets LIVEVOTE_ADDR and a
+// bad -cluster-addr: the error must not name the variable of -addr, whose
+// name is part of -cluster-addr.
+func TestParseConfigBlamesOnlyTheVariableOfTheFlag(t *testing.T) {
+	env := map[string]string{"LIVEVOTE_ADDR": ":9000"}
+	_, err := parseConfig([]string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222", "-cluster-addr", "nohostport"},
+		func(name string) string { return env[name] }, io.Discard)
+	if err == nil {
+		t.Fatal("accepted -cluster-addr nohostport")
+	}
+	if strings.Contains(err.Error(), "LIVEVOTE_ADDR") {
+		t.Errorf("error %q names LIVEVOTE_ADDR, which set -addr, not -cluster-addr", err)
+	}
+}
+
 // TestParseConfigErrorPrintsNoUsage checks that a bad flag gets one error
 // line that points to -help instead of the list of every flag, and that
 // -help prints that list.

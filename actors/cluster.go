@@ -72,7 +72,9 @@ func (c ClusterConfig) withDefaults() (ClusterConfig, string, int, error) {
 	}
 	host, portText, err := net.SplitHostPort(c.Addr)
 	port, perr := strconv.Atoi(portText)
-	if err != nil || perr != nil || port < 0 || port > 65535 || host == "" {
+	// An empty host listens on every interface, which only an advertised
+	// address makes reachable for the others.
+	if err != nil || perr != nil || port < 0 || port > 65535 || (host == "" && c.Advertise == "") {
 		return c, "", 0, fmt.Errorf("%w: Cluster.Addr %q is not host:port; use an address such as 127.0.0.1:8091", ErrInvalidConfig, c.Addr)
 	}
 	if c.Advertise != "" {

@@ -207,3 +207,25 @@ func TestBeatPutsRecordWithoutWatch(t *testing.T) {
 		t.Fatalf("the record was put %d times in 10 s, want a put every 50 ms", len(revisions))
 	}
 }
+
+// TestClusterConfigAddresses checks which listen and advertised addresses
+// a member accepts: an empty host listens on every interface, which only
+// an advertised address makes reachable.
+func TestClusterConfigAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		addr, advertise string
+		ok              bool
+	}{
+		{"127.0.0.1:8091", "", true},
+		{":8091", "", false},
+		{":8091", "10.0.0.5:18091", true},
+		{"127.0.0.1:0", "10.0.0.5:18091", true},
+		{"127.0.0.1:8091", "10.0.0.5", false},
+		{"127.0.0.1:8091", "10.0.0.5:0", false},
+	} {
+		_, _, _, err := ClusterConfig{Name: "c", Addr: tc.addr, Advertise: tc.advertise}.withDefaults()
+		if (err == nil) != tc.ok {
+			t.Errorf("Addr %q, Advertise %q: error %v, want ok=%t", tc.addr, tc.advertise, err, tc.ok)
+		}
+	}
+}

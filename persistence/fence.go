@@ -116,6 +116,10 @@ func (s *Store) ClaimShard(ctx context.Context, shard int, owner string, expect 
 		return 0, fmt.Errorf("%w: claim of shard %d: %v", ErrInvalidArgument, shard, err)
 	}
 
+	// A claim runs inside a recovery, whose deadline allows minutes.
+	ctx, cancel := requestTimeout(ctx)
+	defer cancel()
+
 	seq, err := s.publishFenced(ctx, ShardSubject(shard), encodeClaim(shard, owner), expect)
 	if err != nil {
 		return 0, fmt.Errorf("claim shard %d for %s after sequence %d: %w", shard, owner, expect, err)
@@ -157,7 +161,7 @@ func (s *Store) AppendFenced(ctx context.Context, b Batch, expect uint64) (uint6
 // publishFenced publishes data on subject with the expected last subject
 // sequence and maps JetStream's refusal to ErrFenced.
 func (s *Store) publishFenced(ctx context.Context, subject string, data []byte, expect uint64) (uint64, error) {
-	ctx, cancel := requestTimeout(ctx)
+	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}

@@ -31,15 +31,17 @@ var portLocks []*os.File
 // reservePort returns a port outside the kernel's ephemeral range that no
 // other process of this machine reserved through the same lock directory,
 // that is not in used, and that was free a moment ago. The reservation is
-// an exclusive flock on a file named after the port in a shared directory
-// of the temporary directory.
+// an exclusive flock on a file named after the port in a directory of the
+// temporary directory that all test processes of one user share.
 func reservePort(used map[int]bool) (int, error) {
 	ephemeralStart, err := ephemeralRangeStart()
 	if err != nil || ephemeralStart-lowestPort < minReservable {
 		return kernelPort(used)
 	}
 
-	dir := filepath.Join(os.TempDir(), "natstest-ports")
+	// One directory per user, so that another user's directory neither
+	// blocks the reservation nor shares its locks.
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("natstest-ports-%d", os.Getuid()))
 	err = os.MkdirAll(dir, 0o700)
 	if err != nil {
 		return 0, fmt.Errorf("create the port lock directory: %w", err)

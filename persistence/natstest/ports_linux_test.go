@@ -1,6 +1,7 @@
 package natstest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,7 +24,7 @@ func TestReservedPortsStayOutOfOtherHands(t *testing.T) {
 		t.Fatalf("freePorts: %v", err)
 	}
 
-	dir := filepath.Join(os.TempDir(), "natstest-ports")
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("natstest-ports-%d", os.Getuid()))
 	seen := map[int]bool{}
 	for _, port := range ports {
 		if port < lowestPort || port >= start {
