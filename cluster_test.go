@@ -253,7 +253,18 @@ func TestClusterCountsEveryVoteOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Every socket on every hub gets the document with every voter.
+	// Every hub's stored copy, and every socket on every hub, gets the
+	// document with every voter.
+	for i, h := range c.hubs {
+		deadline := time.Now().Add(20 * time.Second)
+		for results(h, poll.ID).Voters != n {
+			if time.Now().After(deadline) {
+				c.logState(voters)
+				t.Fatalf("hub %d still serves %+v 20s after every voter settled", i, results(h, poll.ID))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	for i, s := range sockets {
 		doc := s.resultsUntil(poll.ID, 20*time.Second, func(d actors.Results) bool { return d.Voters == n })
 		if doc.Counts[poll.Options[0].ID]+doc.Counts[poll.Options[1].ID] != n {

@@ -250,6 +250,17 @@ func (c *wsClient) readAll() {
 // next returns the next frame of the given type, skipping others.
 func (c *wsClient) next(typ string, timeout time.Duration) map[string]json.RawMessage {
 	c.t.Helper()
+	frame := c.nextOrNil(typ, timeout)
+	if frame == nil {
+		c.t.Fatalf("no %q message within %s", typ, timeout)
+	}
+	return frame
+}
+
+// nextOrNil returns the next message of type typ, or nil when none comes
+// within timeout.
+func (c *wsClient) nextOrNil(typ string, timeout time.Duration) map[string]json.RawMessage {
+	c.t.Helper()
 	deadline := time.After(timeout)
 	for {
 		select {
@@ -263,7 +274,7 @@ func (c *wsClient) next(typ string, timeout time.Duration) map[string]json.RawMe
 				return frame
 			}
 		case <-deadline:
-			c.t.Fatalf("no %q message within %s", typ, timeout)
+			return nil
 		}
 	}
 }
@@ -322,12 +333,16 @@ func (c *wsClient) ack() wsAck {
 func (c *wsClient) resultsUntil(poll string, timeout time.Duration, ok func(actors.Results) bool) actors.Results {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
+	var last *actors.Results
 	for {
 		left := time.Until(deadline)
-		if left <= 0 {
-			c.t.Fatalf("no matching results for poll %s within %s", poll, timeout)
+		frame := c.nextOrNil("results", max(left, 0))
+		if frame == nil {
+			if last == nil {
+				c.t.Fatalf("no results message for poll %s within %s", poll, timeout)
+			}
+			c.t.Fatalf("no matching results for poll %s within %s; the last one was %+v", poll, timeout, *last)
 		}
-		frame := c.next("results", left)
 		data, _ := json.Marshal(frame)
 		var doc actors.Results
 		if err := json.Unmarshal(data, &doc); err != nil {
@@ -335,6 +350,9 @@ func (c *wsClient) resultsUntil(poll string, timeout time.Duration, ok func(acto
 		}
 		if doc.Poll == poll && ok(doc) {
 			return doc
+		}
+		if doc.Poll == poll {
+			last = &doc
 		}
 	}
 }

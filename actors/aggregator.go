@@ -37,6 +37,9 @@ type aggregatorConfig struct {
 	// kick starts a round at once, without waiting for the interval. It has room
 	// for one request; more while one waits are dropped.
 	kick chan struct{}
+	// superseded, in cluster mode, drops a cached shard activation whose
+	// totals carry a lower fence than totals seen before.
+	superseded func(shard int, from *actor.PID)
 }
 
 // finalizeAttempts is how many final documents onFinalize builds when
@@ -203,7 +206,9 @@ func (s *System) gatherTotals(timeout time.Duration) *roundResult {
 			round.skipped = append(round.skipped, i)
 			continue
 		}
-		round.replies = append(round.replies, *totals)
+		answer := *totals
+		answer.from = pids[i]
+		round.replies = append(round.replies, answer)
 	}
 
 	return round
@@ -292,6 +297,14 @@ func (a *aggregator) onRound(round *roundResult) {
 		if reply.ready && reply.fence >= a.fences[reply.shard] {
 			a.latest[reply.shard] = reply.polls
 			a.fences[reply.shard] = reply.fence
+			continue
+		}
+		if reply.ready && a.cfg.superseded != nil {
+			// A lower fence comes from an activation that a newer one
+			// replaced. It does not know yet, and would answer every round
+			// with totals that are ignored, so the next round looks the
+			// shard up again.
+			a.cfg.superseded(reply.shard, reply.from)
 		}
 	}
 	for _, polls := range a.latest {

@@ -2,8 +2,11 @@ package actors
 
 import (
 	"maps"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 )
 
 // lastDoc returns the latest published document of poll.
@@ -155,5 +158,42 @@ func TestAggregatorKeepsFinalDocument(t *testing.T) {
 	}
 	if cached, _ := s.Results("p1"); !cached.Final || cached.Version != final.Version {
 		t.Errorf("Results(p1) = %+v, want the final version %d", cached, final.Version)
+	}
+}
+
+// TestAggregatorDropsSupersededActivation feeds the aggregator totals of
+// one shard from a newer activation and then from an older one, as when a
+// cached lookup still points at an activation that another member
+// replaced. The older totals are ignored, and the aggregator asks for the
+// older activation to be looked up again, so that later rounds reach the
+// newer one.
+func TestAggregatorDropsSupersededActivation(t *testing.T) {
+	var dropped []*actor.PID
+	a := newAggregator(&aggregatorConfig{
+		logger:     testLogger(),
+		shardCount: 1,
+		rounds:     &atomic.Uint64{},
+		slowSkips:  &atomic.Uint64{},
+		superseded: func(shard int, from *actor.PID) {
+			if shard != 0 {
+				t.Errorf("superseded shard %d, want 0", shard)
+			}
+			dropped = append(dropped, from)
+		},
+	})
+	newer := actor.NewPID("hub-b", "shard-000$2")
+	older := actor.NewPID("hub-a", "shard-000$1")
+	totals := func(voters int64) map[string]pollTotals {
+		return map[string]pollTotals{"p": {Voters: voters, TotalVotes: voters, Counts: map[string]int64{"x": voters}}}
+	}
+
+	a.onRound(&roundResult{replies: []totalsReply{{shard: 0, ready: true, fence: 20, polls: totals(7), from: newer}}})
+	a.onRound(&roundResult{replies: []totalsReply{{shard: 0, ready: true, fence: 12, polls: totals(5), from: older}}})
+
+	if got := a.latest[0]["p"].Voters; got != 7 {
+		t.Errorf("latest voters %d, want 7 from the newer activation", got)
+	}
+	if len(dropped) != 1 || !dropped[0].Equal(older) {
+		t.Errorf("superseded calls %v, want one for %v", dropped, older)
 	}
 }

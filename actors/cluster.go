@@ -147,7 +147,14 @@ func (s *System) startCluster(ctx context.Context, m *metrics) error {
 		dropped:   make(chan struct{}),
 	}
 	c.rdv = cluster.NewRendezvous()
-	c.provider = newNATSMembership(s.cfg.Store.Conn(), kv, cc.Heartbeat, cc.MemberTTL, c.rdv.UpdateMembers,
+	// A new placement list can move shards without a change of Proto.Actor's
+	// topology, as when this member starts or stops leaving itself out, so
+	// the cached activations are dropped with each list.
+	onPlacement := func(members cluster.Members) {
+		c.rdv.UpdateMembers(members)
+		s.forgetPIDs()
+	}
+	c.provider = newNATSMembership(s.cfg.Store.Conn(), kv, cc.Heartbeat, cc.MemberTTL, onPlacement,
 		func() { close(c.dropped) }, s.log.With("component", "membership"))
 	s.clu = c
 
@@ -156,6 +163,7 @@ func (s *System) startCluster(ctx context.Context, m *metrics) error {
 		actor.WithReceiverMiddleware(s.cfg.shardMiddleware...))
 	acfg := s.aggregatorConfig()
 	acfg.polls = s.clusterPolls
+	acfg.superseded = s.forgetPID
 	// Every member publishes from the results watch, so the grain keeps its
 	// documents apart from this member's cache.
 	acfg.publish = nil

@@ -53,6 +53,17 @@ func (sh *shard) activate(ctx actor.Context, msg *cluster.ClusterInit) {
 		ctx.Stop(ctx.Self())
 		return
 	}
+	// Another member asked for this activation from a member list that
+	// differs from this one's, as while a member joins or while this one is
+	// left out. An activation here would claim the shard from its owner
+	// and stay unused once the lists agree, so it stops at once; the
+	// requester answers overloaded and looks the shard up again.
+	owner := s.clu.rdv.GetByClusterIdentity(msg.Identity)
+	if owner != ctx.Self().Address {
+		sh.log.Info("refusing to activate a shard that this member does not own", "shard", index, "owner", owner)
+		ctx.Stop(ctx.Self())
+		return
+	}
 
 	sh.cfg = s.shardConfig(index)
 	sh.cfg.grain = &grainConfig{system: s}

@@ -172,6 +172,9 @@ type totalsReply struct {
 	// superseded activation has a lower one than its successor, so the
 	// aggregator ignores its replies once it heard from the successor.
 	fence uint64
+	// from is the activation that replied. gatherTotals sets it; it does not
+	// cross the wire.
+	from *actor.PID
 }
 
 // stopRequest starts a shard's graceful stop. deadline bounds its snapshot.
