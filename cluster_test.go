@@ -405,9 +405,9 @@ func TestClusterQuorumLossDropsNoHub(t *testing.T) {
 	c.nats.Kill(1)
 	c.nats.Kill(2)
 	lostAt := time.Now()
-	// Answers to appends that reached quorum before the second kill may
-	// still be on their way for a moment. After that, no vote can be stored,
-	// so none may be acknowledged.
+	// Acknowledgements of appends that reached quorum before the second
+	// kill may still be in transit for a moment. After that, no vote can be
+	// stored, so none may be acknowledged.
 	time.Sleep(time.Second)
 	before := settledCount(voters)
 	time.Sleep(actors.DefaultMemberTTL + 2*time.Second)

@@ -131,7 +131,7 @@ func nameEnv(err error, fromEnv map[string]string) error {
 	return fmt.Errorf("%w (set by %s)", err, strings.Join(set, ", "))
 }
 
-// intValue is an int flag whose parse error says what it takes.
+// intValue is an int flag whose parse error names the expected form.
 type intValue struct{ n *int }
 
 func intVar(fs *flag.FlagSet, p *int, name string, value int, usage string) {
@@ -155,7 +155,7 @@ func (v intValue) Set(s string) error {
 	return nil
 }
 
-// floatValue is a float64 flag whose parse error says what it takes.
+// floatValue is a float64 flag whose parse error names the expected form.
 type floatValue struct{ f *float64 }
 
 func floatVar(fs *flag.FlagSet, p *float64, name string, value float64, usage string) {
@@ -179,8 +179,8 @@ func (v floatValue) Set(s string) error {
 	return nil
 }
 
-// durationValue is a time.Duration flag whose parse error says what a
-// duration looks like.
+// durationValue is a time.Duration flag whose parse error shows the
+// expected form of a duration.
 type durationValue struct{ d *time.Duration }
 
 func durationVar(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {

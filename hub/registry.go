@@ -169,8 +169,8 @@ const changedMeanwhileRetry = 500 * time.Millisecond
 // at revision, so that a change made from a stale copy cannot replace a
 // newer value that another hub stored. Revision 0 means that the registry
 // does not know the revision of its copy, as after Load; the write then
-// replaces any value. A refused write gets an *Error with CodeOverloaded,
-// which asks the client to send the change again.
+// replaces any value. A rejected write returns an *Error with
+// CodeOverloaded, so that the client sends the change again.
 func (r *Registry) update(ctx context.Context, key string, value any, revision uint64) (uint64, error) {
 	if r.catalog == nil || revision == 0 {
 		return r.put(ctx, key, value)
@@ -554,10 +554,10 @@ func (r *Registry) applyCatalogChange(key string, value []byte, revision uint64)
 		change, err = r.applyPoll(key, value, revision)
 	}
 	if err != nil {
-		// The refused value is the key's latest in the catalog, so the next
-		// local change must be written over its revision: a conditional write
-		// over the older revision would be refused every time, and the
-		// catalog would keep the refused value.
+		// The rejected value is the key's latest in the catalog, so the next
+		// local change is written over its revision. A conditional write over
+		// the older revision would be rejected every time, and the catalog
+		// would keep the rejected value.
 		r.mu.Lock()
 		r.revisions[key] = revision
 		r.mu.Unlock()
