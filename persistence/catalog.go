@@ -125,8 +125,12 @@ func (s *Store) GetCatalog(ctx context.Context, key string) ([]byte, error) {
 // ListCatalog returns every catalog record whose key starts with prefix, such
 // as "event.", or all records for the empty prefix. It returns an empty map
 // when none match. A prefix that ends with '.' is filtered on the server;
-// another prefix reads the whole catalog and filters in the client. When ctx
-// has no deadline, it gives up after DefaultTimeout.
+// another prefix reads the whole catalog and filters in the client. With
+// the embedded server, it gives up after DefaultTimeout when ctx has no
+// deadline. Against external servers, which may still be electing the
+// leaders of a bucket created a moment ago, as when every hub of a cluster
+// starts at once, it tries again like Open's setup: 5 s per attempt, for up
+// to 60 s or until ctx ends.
 func (s *Store) ListCatalog(ctx context.Context, prefix string) (map[string][]byte, error) {
 	err := validatePrefix(prefix)
 	if err != nil {
@@ -138,11 +142,35 @@ func (s *Store) ListCatalog(ctx context.Context, prefix string) (map[string][]by
 		filter = prefix + ">"
 	}
 
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
+	if s.server != nil {
+		ctx, cancel := withTimeout(ctx)
+		defer cancel()
 
-	var watcher jetstream.KeyWatcher
-	watcher, err = s.catalog.Watch(ctx, filter, jetstream.IgnoreDeletes())
+		return s.listCatalogOnce(ctx, filter, prefix)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, externalStartTimeout)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		actx, acancel := context.WithTimeout(ctx, setupAttemptTimeout)
+		records, err := s.listCatalogOnce(actx, filter, prefix)
+		acancel()
+		if err == nil || !transientSetupError(err) || ctx.Err() != nil {
+			return records, err
+		}
+
+		s.log.Warn("read of the catalog failed; retrying", "prefix", prefix, "attempt", attempt, "retry_in", setupRetryWait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list catalog with prefix %q after %d attempts: %w", prefix, attempt, err)
+		case <-time.After(setupRetryWait):
+		}
+	}
+}
+
+// listCatalogOnce reads the catalog records under filter once.
+func (s *Store) listCatalogOnce(ctx context.Context, filter, prefix string) (map[string][]byte, error) {
+	watcher, err := s.catalog.Watch(ctx, filter, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list catalog with prefix %q: %w", prefix, err)
 	}

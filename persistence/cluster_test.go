@@ -654,6 +654,50 @@ func TestClusterOpenWaitsForQuorum(t *testing.T) {
 	}
 }
 
+// TestClusterListCatalogWaitsForQuorum lists the catalog while two of
+// three servers are down, as a hub's registry does at start when it races
+// the cluster's elections. The list waits and returns the stored record
+// once the quorum is back, 6 s later, beyond one attempt's 5 s.
+func TestClusterListCatalogWaitsForQuorum(t *testing.T) {
+	t.Parallel()
+
+	c := natstest.Start(t, 3)
+	s := openClusterStore(t, c.URLs())
+	if _, err := s.PutCatalog(t.Context(), "event.e1", []byte(`{"title":"kept"}`)); err != nil {
+		t.Fatalf("PutCatalog: %v", err)
+	}
+	c.Kill(1)
+	c.Kill(2)
+
+	type listed struct {
+		records map[string][]byte
+		err     error
+	}
+	done := make(chan listed, 1)
+	start := time.Now()
+	go func() {
+		records, err := s.ListCatalog(context.Background(), "event.")
+		done <- listed{records, err}
+	}()
+
+	time.Sleep(6 * time.Second)
+	c.Restart(1)
+	c.Restart(2)
+
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("ListCatalog while the cluster regained its quorum: %v", r.err)
+		}
+		if string(r.records["event.e1"]) != `{"title":"kept"}` {
+			t.Errorf("ListCatalog returned %q, want the stored event", r.records)
+		}
+		t.Logf("ListCatalog returned %s after it started, with the quorum back after about 6 s", time.Since(start).Round(time.Millisecond))
+	case <-time.After(externalStartTimeout + 10*time.Second):
+		t.Fatal("ListCatalog did not return within its start limit")
+	}
+}
+
 // TestClusterFencedAppendsBackToBack appends fenced batches as fast as
 // the writers can, one writer per shard on 16 shards at once, each append
 // expecting the sequence of the writer's previous one, as shard grains do.

@@ -184,6 +184,13 @@ func transientSetupError(err error) bool {
 	if errors.As(err, &apiErr) {
 		return apiErr.ErrorCode == errJetStreamUnavailable || apiErr.ErrorCode == errNoPeersForPlacement
 	}
+	// KV watchers still subscribe through nats.go's older JetStream API,
+	// whose errors have a type of their own.
+	var legacyErr *nats.APIError
+	if errors.As(err, &legacyErr) {
+		code := jetstream.ErrorCode(legacyErr.ErrorCode)
+		return code == errJetStreamUnavailable || code == errNoPeersForPlacement
+	}
 
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
