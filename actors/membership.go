@@ -15,6 +15,8 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/livevote/livevote/persistence"
 )
 
 // memberRecord is the record that a member stores under its id in the members bucket.
@@ -79,9 +81,7 @@ func (p *natsMembership) StartMember(c *cluster.Cluster) error {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err = p.kv.Put(pctx, p.key(), value)
-	pcancel()
+	err = p.announce(ctx, value)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("actors: announce cluster member %s in %s: %w", p.self.ID, p.kv.Bucket(), err)
@@ -92,6 +92,30 @@ func (p *natsMembership) StartMember(c *cluster.Cluster) error {
 	go p.run(ctx, c)
 
 	return nil
+}
+
+// Announcing this member puts its first record, up to announceAttempts
+// times, each bounded by announceTimeout: the members bucket may have been
+// created a moment ago on servers that still elect its leader.
+const (
+	announceAttempts = 6
+	announceTimeout  = 5 * time.Second
+)
+
+// announce puts this member's first record, trying again after errors that
+// a starting NATS cluster returns.
+func (p *natsMembership) announce(ctx context.Context, value []byte) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, announceTimeout)
+		_, err := p.kv.Put(actx, p.key(), value)
+		cancel()
+		if err == nil || attempt == announceAttempts || !persistence.Transient(err) {
+			return err
+		}
+
+		p.log.Warn("announcing this cluster member failed; retrying", "member", p.self.ID, "attempt", attempt, "error", err)
+		time.Sleep(time.Second)
+	}
 }
 
 // StartClient is not supported: every LiveVote process is a full member.

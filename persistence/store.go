@@ -174,6 +174,13 @@ const (
 	errNoPeersForPlacement  jetstream.ErrorCode = 10005
 )
 
+// Transient reports whether a failed request to external NATS servers may
+// succeed when sent again a moment later, as while a cluster that has just
+// started elects its leaders: the errors that Open's setup retries.
+func Transient(err error) bool {
+	return transientSetupError(err)
+}
+
 // transientSetupError reports whether a failed setup may succeed when tried
 // again: a request that timed out or found no responder, or one of the
 // errors of a cluster that is still starting. A placement that can never
