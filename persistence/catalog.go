@@ -127,10 +127,10 @@ func (s *Store) GetCatalog(ctx context.Context, key string) ([]byte, error) {
 // when none match. A prefix that ends with '.' is filtered on the server;
 // another prefix reads the whole catalog and filters in the client. With
 // the embedded server, it gives up after DefaultTimeout when ctx has no
-// deadline. Against external servers, which may still be electing the
-// leaders of a bucket created a moment ago, as when every hub of a cluster
-// starts at once, it tries again like Open's setup: 5 s per attempt, for up
-// to 60 s or until ctx ends.
+// deadline. External servers may still be electing the leaders of a bucket
+// created a moment ago, as when every hub of a cluster starts at once.
+// Against them it tries again like Open's setup: 5 s per attempt, for up to
+// 60 s or until ctx ends.
 func (s *Store) ListCatalog(ctx context.Context, prefix string) (map[string][]byte, error) {
 	err := validatePrefix(prefix)
 	if err != nil {
@@ -149,23 +149,14 @@ func (s *Store) ListCatalog(ctx context.Context, prefix string) (map[string][]by
 		return s.listCatalogOnce(ctx, filter, prefix)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, externalStartTimeout)
-	defer cancel()
-	for attempt := 1; ; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, setupAttemptTimeout)
-		records, err := s.listCatalogOnce(actx, filter, prefix)
-		acancel()
-		if err == nil || !transientSetupError(err) || ctx.Err() != nil {
-			return records, err
-		}
+	var records map[string][]byte
+	err = s.retryStarting(ctx, fmt.Sprintf("list catalog with prefix %q", prefix), func(actx context.Context) error {
+		var err error
+		records, err = s.listCatalogOnce(actx, filter, prefix)
+		return err
+	})
 
-		s.log.Warn("read of the catalog failed; retrying", "prefix", prefix, "attempt", attempt, "retry_in", setupRetryWait, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("list catalog with prefix %q after %d attempts: %w", prefix, attempt, err)
-		case <-time.After(setupRetryWait):
-		}
-	}
+	return records, err
 }
 
 // listCatalogOnce reads the catalog records under filter once.

@@ -182,21 +182,44 @@ func (s *Store) loadOrCreate(ctx context.Context, key string, create func() ([]b
 // that found no responder or timed out is tried again, as the setup is,
 // for at most externalStartTimeout.
 func (s *Store) getStarting(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if s.server != nil {
+		ctx, cancel := context.WithTimeout(ctx, setupAttemptTimeout)
+		defer cancel()
+
+		return s.system.Get(ctx, key)
+	}
+
+	var entry jetstream.KeyValueEntry
+	err := s.retryStarting(ctx, "read "+key, func(actx context.Context) error {
+		var err error
+		entry, err = s.system.Get(actx, key)
+		return err
+	})
+
+	return entry, err
+}
+
+// retryStarting runs attempt until it succeeds, fails with an error that
+// transientSetupError does not accept, or externalStartTimeout has passed
+// since the first attempt. Each attempt gets setupAttemptTimeout, and
+// attempts are setupRetryWait apart. what names the work in the log and in
+// the error after the last attempt.
+func (s *Store) retryStarting(ctx context.Context, what string, attempt func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, externalStartTimeout)
 	defer cancel()
 
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, setupAttemptTimeout)
-		entry, err := s.system.Get(actx, key)
-		cancel()
-		if err == nil || s.server != nil || !transientSetupError(err) || ctx.Err() != nil {
-			return entry, err
+	for n := 1; ; n++ {
+		actx, acancel := context.WithTimeout(ctx, setupAttemptTimeout)
+		err := attempt(actx)
+		acancel()
+		if err == nil || !transientSetupError(err) || ctx.Err() != nil {
+			return err
 		}
 
-		s.log.Warn("read of the system bucket failed; retrying", "key", key, "attempt", attempt, "retry_in", setupRetryWait, "err", err)
+		s.log.Warn("start-up read failed; retrying", "what", what, "attempt", n, "retry_in", setupRetryWait, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("read %s after %d attempts: %w", key, attempt, err)
+			return fmt.Errorf("%s after %d attempts: %w", what, n, err)
 		case <-time.After(setupRetryWait):
 		}
 	}
