@@ -389,7 +389,7 @@ func TestClusterNATSServerSIGKILL(t *testing.T) {
 // TestClusterQuorumLossDropsNoHub stops two of the three NATS servers during
 // a surge for longer than the member TTL and then starts them again.
 // JetStream stores nothing meanwhile, so every hub's heartbeats fail along
-// with the votes; once quorum returns, no hub may take the others' silence
+// with the votes. Once quorum returns, no hub may take the others' silence
 // for a crash. All three hubs still run at the end, each lists all three,
 // and every voter counts once.
 func TestClusterQuorumLossDropsNoHub(t *testing.T) {
@@ -671,7 +671,7 @@ func TestClusterHubCutFromNATS(t *testing.T) {
 // partition between hub machines does. The hub advertises a proxy in front
 // of its Proto.Actor endpoint, and the proxy holds every byte while cut.
 // Heartbeats travel through NATS, so no hub is dropped and nothing moves:
-// votes that the other hubs send to the cut hub's shards get no answer and
+// votes that the other hubs send to the cut hub's shards get no reply and
 // are retried. Once the link heals, every voter settles and counts once.
 func TestClusterHubUnreachableFromPeers(t *testing.T) {
 	nats := natstest.Start(t, 3)
@@ -741,7 +741,7 @@ func TestClusterNATSServerFallsSilent(t *testing.T) {
 	defer cancel()
 
 	// A hub that exits, dropped by the others, loses its voters to the
-	// next hub that still answers, as a client would move to another
+	// next hub that still serves HTTP, as a client would move to another
 	// address.
 	gone := make([]atomic.Bool, len(c.hubs))
 	monitorDone := make(chan struct{})

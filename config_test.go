@@ -93,10 +93,10 @@ func TestParseConfigRejectsBadValues(t *testing.T) {
 	}
 }
 
-// TestParseConfigBlamesOnlyTheVariableOfTheFlag sets LIVEVOTE_ADDR and a
+// TestParseConfigEnvNameMatchesWholeFlag sets LIVEVOTE_ADDR and a
 // bad -cluster-addr: the error must not name the variable of -addr, whose
 // name is part of -cluster-addr.
-func TestParseConfigBlamesOnlyTheVariableOfTheFlag(t *testing.T) {
+func TestParseConfigEnvNameMatchesWholeFlag(t *testing.T) {
 	env := map[string]string{"LIVEVOTE_ADDR": ":9000"}
 	_, err := parseConfig([]string{"-cluster-name", "hall", "-nats-url", "nats://127.0.0.1:4222", "-cluster-addr", "nohostport"},
 		func(name string) string { return env[name] }, io.Discard)

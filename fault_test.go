@@ -62,8 +62,8 @@ func (v *retryingVoter) run(ctx context.Context, client *http.Client, base *atom
 				return nil
 			case http.StatusServiceUnavailable:
 			case http.StatusTooManyRequests:
-				// Fast retries of 503 answers can use up the session's vote
-				// rate; a client waits as long as the answer says.
+				// Fast retries of 503 replies can use up the session's vote
+				// rate, so a client waits for the time that the reply gives.
 				var e struct {
 					Error struct {
 						RetryAfterMs int `json:"retry_after_ms"`

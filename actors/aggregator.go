@@ -301,9 +301,9 @@ func (a *aggregator) onRound(round *roundResult) {
 		}
 		if reply.ready && a.cfg.superseded != nil {
 			// A lower fence comes from an activation that a newer one
-			// replaced. It does not know yet, and would answer every round
-			// with totals that are ignored, so the next round looks the
-			// shard up again.
+			// replaced. It has not found out yet, and would reply to every
+			// round with totals that are ignored, so the next round looks
+			// the shard up again.
 			a.cfg.superseded(reply.shard, reply.from)
 		}
 	}

@@ -164,8 +164,8 @@ func TestAggregatorKeepsFinalDocument(t *testing.T) {
 // TestAggregatorDropsSupersededActivation feeds the aggregator totals of
 // one shard from a newer activation and then from an older one, as when a
 // cached lookup still points at an activation that another member
-// replaced. The older totals are ignored, and the aggregator asks for the
-// older activation to be looked up again, so that later rounds reach the
+// replaced. The older totals are ignored, and the aggregator requests that
+// the older activation be looked up again, so that later rounds reach the
 // newer one.
 func TestAggregatorDropsSupersededActivation(t *testing.T) {
 	var dropped []*actor.PID

@@ -56,8 +56,8 @@ func (sh *shard) activate(ctx actor.Context, msg *cluster.ClusterInit) {
 	// Another member asked for this activation from a member list that
 	// differs from this one's, as while a member joins or while this one is
 	// left out. An activation here would claim the shard from its owner
-	// and stay unused once the lists agree, so it stops at once; the
-	// requester answers overloaded and looks the shard up again.
+	// and stay unused once the lists agree, so it stops at once. The
+	// requester replies overloaded and looks the shard up again.
 	owner := s.clu.rdv.GetByClusterIdentity(msg.Identity)
 	if owner != ctx.Self().Address {
 		sh.log.Info("refusing to activate a shard that this member does not own", "shard", index, "owner", owner)

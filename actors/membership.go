@@ -209,8 +209,8 @@ func (p *natsMembership) run(ctx context.Context, c *cluster.Cluster) {
 	}
 }
 
-// beat puts this member's record every heartbeat until ctx ends, with the
-// ids that sees holds.
+// beat puts this member's record every heartbeat until ctx ends, listing
+// the member ids stored in sees.
 func (p *natsMembership) beat(ctx context.Context, sees *atomic.Pointer[[]string]) {
 	ticker := time.NewTicker(p.heartbeat)
 	defer ticker.Stop()

@@ -252,8 +252,8 @@ func (r *Registry) CreateEvent(ctx context.Context, title string) (Event, string
 // same code at once, only one gets it and the others draw again.
 //
 // NOTE: events stored before join codes were reserved have no reservation.
-// This registry still avoids their codes, because it knows every event in
-// the catalog, but another hub could reserve such a code in the moment
+// This registry still avoids their codes, because it holds every event of
+// the catalog in memory, but another hub could reserve such a code in the moment
 // before its watch delivers the event.
 func (r *Registry) reserveJoinCode(ctx context.Context, eventID string) (string, error) {
 	taken := make(map[string]bool)

@@ -106,7 +106,7 @@ func ephemeralRangeStart() (int, error) {
 
 	fields := strings.Fields(string(b))
 	if len(fields) != 2 {
-		return 0, fmt.Errorf("ip_local_port_range holds %q, want two ports", b)
+		return 0, fmt.Errorf("invalid ip_local_port_range %q: expected two port numbers", b)
 	}
 
 	return strconv.Atoi(fields[0])
