@@ -241,6 +241,42 @@ func (a *aggregator) onRegister(msg *registerPoll) {
 	err := a.ensureLoaded(p)
 	if err != nil {
 		a.log.Warn("loading stored results failed; the poll's documents wait for it", "poll", p.info.ID, "error", err)
+		return
+	}
+
+	// A round that ran before this registration skipped the poll, as when
+	// the round after a restart's recovery comes first. Votes it counted
+	// need not wait for the next round, which may be an interval away.
+	if a.allReported() && !p.final() {
+		t := mergeTotals(a.latest)[p.info.ID]
+		if t.TotalVotes > 0 {
+			a.publishPoll(p, t)
+		}
+	}
+}
+
+// allReported reports whether every shard has sent totals at least once.
+func (a *aggregator) allReported() bool {
+	for _, polls := range a.latest {
+		if polls == nil {
+			return false
+		}
+	}
+
+	return true
+}
+
+// publishPoll stores and publishes the document of p for totals t when they
+// changed, and logs a failure; the next round tries again.
+func (a *aggregator) publishPoll(p *aggPoll, t pollTotals) {
+	err := a.publishIfChanged(p, t)
+	if errors.Is(err, persistence.ErrStaleResults) {
+		a.log.Info("results of another writer are newer; the next document continues from them",
+			"poll", p.info.ID, "error", err)
+		return
+	}
+	if err != nil {
+		a.log.Warn("results not published; retrying next round", "poll", p.info.ID, "error", err)
 	}
 }
 
@@ -307,10 +343,8 @@ func (a *aggregator) onRound(round *roundResult) {
 			a.cfg.superseded(reply.shard, reply.from)
 		}
 	}
-	for _, polls := range a.latest {
-		if polls == nil {
-			return
-		}
+	if !a.allReported() {
+		return
 	}
 
 	merged := mergeTotals(a.latest)
@@ -318,16 +352,7 @@ func (a *aggregator) onRound(round *roundResult) {
 		if !p.registered || p.final() {
 			continue
 		}
-
-		err := a.publishIfChanged(p, merged[id])
-		if errors.Is(err, persistence.ErrStaleResults) {
-			a.log.Info("results of another writer are newer; the next document continues from them",
-				"poll", id, "error", err)
-			continue
-		}
-		if err != nil {
-			a.log.Warn("results not published; retrying next round", "poll", id, "error", err)
-		}
+		a.publishPoll(p, merged[id])
 	}
 }
 
